@@ -1,0 +1,146 @@
+"""Command-line front end: flags -> validated RunConfig -> library. Used by train.py.
+
+Flags default to "not given": on an existing run directory the stored config.json supplies every
+flag you leave out, so `python train.py --model_dir=DIR` resumes DIR exactly as it was started.
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import traceback
+
+from tfpref.config import RunConfig, config_path
+from tfpref.errors import UserError
+
+# (section, flag, help). Types and defaults come from the dataclasses in tfpref.config.
+TRAIN_FLAGS = [
+    ("data", "data", "Corpus: 'stdlib' (the running Python's standard library), a text file, a directory "
+                     "or glob of text files, or a .jsonl file."),
+    ("data", "text_field", "JSONL field that holds the text."),
+    ("data", "seq_len", "Tokens (bytes) per training example."),
+    ("data", "max_chunk_chars", "Longest chunk (segment) when cutting documents at top-level def/class."),
+    ("model", "model", "Architecture: transformer or lstm."),
+    ("model", "d_model", "Width of embeddings and hidden states."),
+    ("model", "num_layers", "Transformer blocks, or stacked LSTM layers."),
+    ("model", "num_heads", "Attention heads."),
+    ("model", "ff_dim", "Feed-forward width of a transformer block."),
+    ("model", "dropout", "Dropout rate on attention weights, residual branches and embeddings."),
+    ("model", "tie_embeddings", "Share the input embedding matrix with the output projection."),
+    ("train", "objective", "Training objective: mle (next-token cross-entropy)."),
+    ("train", "train_steps", "Optimizer steps in total (a resumed run continues up to this)."),
+    ("train", "batch_size", "Global batch: examples per optimizer step over all replicas."),
+    ("train", "grad_accum", "Micro-batches per step; batch_size is split into this many."),
+    ("train", "learning_rate", "Peak learning rate of AdamW."),
+    ("train", "warmup_steps", "Steps of linear warm-up before cosine decay."),
+    ("train", "min_lr_ratio", "Final learning rate as a fraction of the peak."),
+    ("train", "weight_decay", "AdamW weight decay (not applied to biases, norms, embeddings)."),
+    ("train", "clip_norm", "Clip gradients to this global norm; 0 turns clipping off."),
+    ("train", "seed", "Seed for initialisation, data order and dropout."),
+    ("train", "mixed_precision", "no, bf16, fp16 (with loss scaling; for GPUs) or auto (fp16 on GPU, "
+                                 "bf16 on CPU)."),
+    ("runtime", "strategy", "default (one device), mirrored (all local GPUs, or --cpu_replicas CPU "
+                            "devices) or multi_worker (reads TF_CONFIG)."),
+    ("runtime", "cpu_replicas", "With mirrored/multi_worker: split the CPU into N logical devices."),
+    ("runtime", "jit_compile", "Compile the per-replica step with XLA."),
+    ("runtime", "checkpoint_every", "Save a checkpoint every N steps (and at the end, and on "
+                                    "SIGINT/SIGTERM)."),
+    ("runtime", "keep_checkpoints", "Checkpoints to keep."),
+    ("runtime", "eval_every", "Evaluate on the validation split every N steps."),
+    ("runtime", "eval_batches", "Validation batches per evaluation."),
+    ("runtime", "log_every", "Write TensorBoard training scalars every N steps."),
+    ("runtime", "max_bad_steps", "Stop after this many consecutive non-finite steps."),
+]
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write(f"error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def _section_fields(section):
+    return {f.name: f for f in dataclasses.fields(type(getattr(RunConfig(), section)))}
+
+
+def build_train_parser():
+    parser = _OneLineErrorParser(
+        prog="train.py",
+        description="Train a tfpref language model. With no flags: MLE pretraining of a small "
+                    "transformer on the Python standard library, in logs/transformer-mle.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    defaults = RunConfig()
+    parser.add_argument("--model_dir", default=argparse.SUPPRESS,
+                        help="Run directory (config, checkpoints, TensorBoard logs). Re-using it "
+                             "resumes the run. (default: logs/<model>-<objective>)")
+    for section, name, help_text in TRAIN_FLAGS:
+        field = _section_fields(section)[name]
+        default = getattr(getattr(defaults, section), name)
+        kwargs = dict(default=argparse.SUPPRESS, help=f"{help_text} (default: {default})")
+        if field.type in (bool, "bool"):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}.get(field.type, field.type)
+        parser.add_argument(f"--{name}", **kwargs)
+    parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's own log output.")
+    parser.add_argument("--debug", action="store_true", help="Show a traceback on errors.")
+    parser.add_argument("--no_progress", action="store_true", help="No progress bar (for logs).")
+    return parser
+
+
+def config_from_args(args):
+    """RunConfig from parsed flags, on top of the run dir's stored config when it exists."""
+    given = {k: v for k, v in vars(args).items() if k not in ("verbose", "debug", "no_progress")}
+    default_dir = os.path.join("logs", f"{given.get('model', 'transformer')}-{given.get('objective', 'mle')}")
+    model_dir = given.pop("model_dir", default_dir)
+    stored = config_path(model_dir)
+    config = RunConfig.load(stored) if os.path.exists(stored) else RunConfig()
+    config.model_dir = model_dir
+    for section, name, _ in TRAIN_FLAGS:
+        if name in given:
+            setattr(getattr(config, section), name, given[name])
+    return config
+
+
+def run_cli(main, argv):
+    """Run `main(argv)`; user errors become one line on stderr and exit code 2."""
+    debug = "--debug" in argv
+    try:
+        return main(argv) or 0
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+def _train(argv):
+    args = build_train_parser().parse_args(argv)
+    config = config_from_args(args)
+    from tfpref.training.run import train
+    from tfpref.training.trainer import TrainingDiverged
+
+    try:
+        result = train(config, show_progress=not args.no_progress)
+    except TrainingDiverged as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    print()
+    if "interrupted_by" in result:
+        print(f"Stopped by {result['interrupted_by']} at step {result['step']}; checkpoint saved. "
+              f"Run the same command to resume.")
+        return 0
+    summary = [f"step {result['step']}"]
+    for key in ("loss", "validation_nll", "validation_perplexity", "validation_bits_per_byte"):
+        if key in result:
+            summary.append(f"{key} {result[key]:.4f}")
+    print("Done: " + ", ".join(summary))
+    print(f"Run directory: {config.model_dir}")
+    print(f"Watch it:      tensorboard --logdir {os.path.dirname(os.path.abspath(config.model_dir))}")
+    return 0
+
+
+def train_main(argv=None):
+    return run_cli(_train, sys.argv[1:] if argv is None else argv)

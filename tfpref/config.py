@@ -1,0 +1,188 @@
+"""The one config tree of a run: dataclasses, validation that names the bad flag, JSON round trip.
+
+Every field name is also the command-line flag name (`--batch_size` sets `train.batch_size`), so a
+validation error can tell the user exactly which flag to change. A run directory stores its config
+as `<model_dir>/config.json`; re-running on that directory checks the new config is compatible.
+"""
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+from tfpref.errors import UserError
+
+MODELS = ("transformer", "lstm")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+MIXED_PRECISION = ("no", "auto", "bf16", "fp16")
+# The transformer's attention is quadratic in length; beyond this a CPU run is impractical and the
+# sinusoidal table is not trained on such offsets anyway.
+MAX_TRANSFORMER_SEQ_LEN = 2048
+
+
+@dataclass
+class DataConfig:
+    data: str = "stdlib"          # "stdlib", a text file, a directory or glob of text files, or a .jsonl file
+    text_field: str = "text"      # JSONL field holding the text
+    seq_len: int = 256            # tokens the model sees per example
+    max_chunk_chars: int = 4096   # chunks (segments) are cut at top-level def/class, at most this long
+
+    def validate(self):
+        _positive(self, "seq_len", "max_chunk_chars")
+        if not self.data:
+            raise UserError("--data: empty path")
+        if not self.text_field:
+            raise UserError("--text_field: must not be empty")
+
+
+@dataclass
+class ModelConfig:
+    model: str = "transformer"
+    d_model: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    ff_dim: int = 512
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+
+    def validate(self):
+        if self.model not in MODELS:
+            raise UserError(f"--model: unknown model '{self.model}' (choose from {', '.join(MODELS)})")
+        _positive(self, "d_model", "num_layers", "num_heads", "ff_dim")
+        if self.d_model % self.num_heads:
+            raise UserError(f"--d_model {self.d_model} is not divisible by --num_heads {self.num_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    objective: str = "mle"
+    train_steps: int = 600
+    batch_size: int = 16          # global batch: examples per optimizer step, over all replicas
+    grad_accum: int = 1           # micro-batches per optimizer step (batch_size is split into them)
+    learning_rate: float = 2e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1     # cosine decay ends at learning_rate * min_lr_ratio
+    weight_decay: float = 0.1
+    clip_norm: float = 1.0
+    seed: int = 0
+    mixed_precision: str = "no"
+
+    def validate(self):
+        from tfpref.objectives import OBJECTIVES  # late: objectives import TensorFlow
+
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"--objective: unknown objective '{self.objective}' "
+                            f"(choose from {', '.join(sorted(OBJECTIVES))})")
+        _positive(self, "train_steps", "batch_size", "grad_accum", "learning_rate")
+        _non_negative(self, "warmup_steps", "weight_decay", "clip_norm", "min_lr_ratio", "seed")
+        if self.batch_size % self.grad_accum:
+            raise UserError(f"--batch_size {self.batch_size} is not divisible by --grad_accum {self.grad_accum}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise UserError(f"--mixed_precision: choose from {', '.join(MIXED_PRECISION)}")
+
+
+@dataclass
+class RuntimeConfig:
+    strategy: str = "default"
+    cpu_replicas: int = 0         # >0: split the CPU into N logical devices for the mirrored strategy
+    jit_compile: bool = True
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    eval_every: int = 200
+    eval_batches: int = 8
+    log_every: int = 20
+    max_bad_steps: int = 5        # consecutive non-finite steps before the run stops
+
+    def validate(self):
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy: choose from {', '.join(STRATEGIES)}")
+        _non_negative(self, "cpu_replicas")
+        _positive(self, "checkpoint_every", "keep_checkpoints", "eval_every", "eval_batches",
+                  "log_every", "max_bad_steps")
+
+
+@dataclass
+class RunConfig:
+    model_dir: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def validate(self):
+        for section in (self.data, self.model, self.train, self.runtime):
+            section.validate()
+        if not self.model_dir:
+            raise UserError("--model_dir: must not be empty")
+        if self.model.model == "transformer" and self.data.seq_len > MAX_TRANSFORMER_SEQ_LEN:
+            raise UserError(f"--seq_len {self.data.seq_len} is above the transformer's maximum of "
+                            f"{MAX_TRANSFORMER_SEQ_LEN} positions")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                    "runtime": RuntimeConfig}
+        kwargs = {"model_dir": values.get("model_dir", "")}
+        for name, section_cls in sections.items():
+            known = {f.name for f in dataclasses.fields(section_cls)}
+            kwargs[name] = section_cls(**{k: v for k, v in values.get(name, {}).items() if k in known})
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls.from_dict(json.load(f))
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: cannot read run config ({e})") from None
+
+
+# Fields that may differ when a run directory is resumed: they change how the run is watched or how
+# far it goes, not what is being trained.
+RESUMABLE_CHANGES = {
+    "train.train_steps", "runtime.checkpoint_every", "runtime.keep_checkpoints",
+    "runtime.eval_every", "runtime.eval_batches", "runtime.log_every", "runtime.max_bad_steps",
+    "runtime.jit_compile", "runtime.strategy", "runtime.cpu_replicas",
+}
+
+
+def incompatible_fields(old, new):
+    """Dotted names of fields whose change would make `new` a different run than `old`."""
+    def flatten(tree, prefix=""):
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(flatten(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
+    a.pop("model_dir", None), b.pop("model_dir", None)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+
+
+def config_path(model_dir):
+    return os.path.join(model_dir, "config.json")
+
+
+def _positive(section, *names):
+    for name in names:
+        value = getattr(section, name)
+        if value <= 0:
+            raise UserError(f"--{name} must be positive, got {value}")
+
+
+def _non_negative(section, *names):
+    for name in names:
+        value = getattr(section, name)
+        if value < 0:
+            raise UserError(f"--{name} must not be negative, got {value}")

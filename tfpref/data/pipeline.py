@@ -1,0 +1,119 @@
+"""Token streams and the tf.data input pipeline.
+
+A split is tokenized once into one flat stream (`BOS chunk EOS BOS chunk EOS ...`) plus a list of
+examples, each a (start, length) window into it:
+  * packed (default): consecutive windows of seq_len + 1 tokens overlapping by one, so every token
+    is a prediction target exactly once and no compute is spent on padding;
+  * padded: one example per chunk, cut at seq_len + 1 tokens, padded with PAD and masked.
+
+Which examples make up optimizer step s is fixed in advance from the seed (`batch_order`), so the
+data position is simply the step counter stored in the checkpoint: a resumed run reads exactly the
+batches an uninterrupted run would have read next, whatever the number of replicas or workers.
+Each element the dataset yields is one replica's share of one step, shaped
+[grad_accum, per_replica_micro_batch, seq_len + 1].
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from tfpref.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, ByteTokenizer
+from tfpref.errors import UserError
+
+
+@dataclass
+class TokenData:
+    stream: np.ndarray    # int32 [num_tokens]
+    starts: np.ndarray    # int64 [num_examples]
+    lengths: np.ndarray   # int32 [num_examples], each <= seq_len + 1
+    seq_len: int
+
+    @property
+    def num_examples(self):
+        return len(self.starts)
+
+
+def tokenize_chunks(chunks, tokenizer=None):
+    """(stream, chunk_starts, chunk_lengths): chunks as BOS text EOS, concatenated."""
+    tokenizer = tokenizer or ByteTokenizer()
+    encoded = [tokenizer.encode(chunk, add_bos=True, add_eos=True) for chunk in chunks]
+    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    stream = np.concatenate(encoded) if encoded else np.zeros([0], np.int32)
+    return stream.astype(np.int32), starts, lengths
+
+
+def build_token_data(chunks, seq_len, packed=True, tokenizer=None):
+    stream, chunk_starts, chunk_lengths = tokenize_chunks(chunks, tokenizer)
+    if packed:
+        count = max(0, (len(stream) - 1) // seq_len)
+        starts = np.arange(count, dtype=np.int64) * seq_len
+        lengths = np.full([count], seq_len + 1, dtype=np.int32)
+    else:
+        starts, lengths = chunk_starts, np.minimum(chunk_lengths, seq_len + 1).astype(np.int32)
+    return TokenData(stream, starts, lengths, seq_len)
+
+
+def batch_order(num_examples, steps, global_batch, seed):
+    """[steps, global_batch] example indices: a fresh seeded permutation each epoch."""
+    if num_examples == 0:
+        raise UserError("the training split has no complete example; use more data or a smaller --seq_len")
+    needed = steps * global_batch
+    epochs = -(-needed // num_examples)
+    order = np.concatenate([np.random.default_rng([seed, epoch]).permutation(num_examples)
+                            for epoch in range(epochs)])
+    return order[:needed].reshape(steps, global_batch)
+
+
+def sequential_order(num_examples, steps, global_batch):
+    """[steps, global_batch] indices 0, 1, 2, ... repeated if the split is small (for evaluation)."""
+    return np.resize(np.arange(num_examples), steps * global_batch).reshape(steps, global_batch)
+
+
+def replica_shares(order, grad_accum, num_replicas, pipeline_id, num_pipelines):
+    """Rows of `order` this input pipeline feeds, one per (step, local replica).
+
+    Returns [steps * local_replicas, grad_accum, micro_batch] indices, where micro_batch is the
+    per-replica micro-batch. Replica r of step s always gets the same examples, so one replica and
+    several replicas see the same global batch.
+    """
+    steps, global_batch = order.shape
+    micro = global_batch // (grad_accum * num_replicas)
+    local = num_replicas // num_pipelines
+    shaped = order.reshape(steps, grad_accum, num_replicas, micro)
+    mine = shaped[:, :, pipeline_id * local:(pipeline_id + 1) * local, :]
+    return np.ascontiguousarray(mine.transpose(0, 2, 1, 3)).reshape(steps * local, grad_accum, micro)
+
+
+def make_dataset(data, shares):
+    """tf.data.Dataset yielding {'token_ids', 'padding_mask'} for each row of `shares`."""
+    stream = tf.constant(data.stream)
+    starts = tf.constant(data.starts)
+    lengths = tf.constant(data.lengths)
+    offsets = tf.range(data.seq_len + 1, dtype=tf.int64)
+    last = tf.cast(tf.size(stream) - 1, tf.int64)
+
+    def gather(indices):
+        example_starts = tf.gather(starts, indices)[..., None]
+        mask = offsets < tf.cast(tf.gather(lengths, indices), tf.int64)[..., None]
+        positions = tf.minimum(example_starts + offsets, last)
+        token_ids = tf.where(mask, tf.gather(stream, positions), PAD_ID)
+        return {"token_ids": token_ids, "padding_mask": mask}
+
+    dataset = tf.data.Dataset.from_tensor_slices(shares).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def distributed_dataset(strategy, data, order, grad_accum):
+    """A dataset of `order` distributed over `strategy`'s replicas and input pipelines."""
+    def dataset_fn(context):
+        shares = replica_shares(order, grad_accum, strategy.num_replicas_in_sync,
+                                context.input_pipeline_id, context.num_input_pipelines)
+        return make_dataset(data, shares)
+
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+    return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+__all__ = ["TokenData", "build_token_data", "batch_order", "sequential_order", "replica_shares",
+           "make_dataset", "distributed_dataset", "BOS_ID", "EOS_ID", "PAD_ID"]

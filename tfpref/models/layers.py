@@ -1,0 +1,103 @@
+"""Building blocks shared by the language models.
+
+Attention is written with one fused query/key/value projection and two einsums instead of
+`keras.layers.MultiHeadAttention`: fewer, larger matmuls are what makes a small model fast on CPU,
+and under XLA the mask, softmax and dropout fuse into the surrounding ops.
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+_NEG_INF = -1e9
+
+
+def init_normal(stddev=0.02):
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
+def attention_mask(query_len, padding_mask=None, key_len=None, query_offset=0):
+    """Boolean [batch or 1, 1, query_len, key_len]: key j visible to query i (causal, not padding)."""
+    key_len = query_len if key_len is None else key_len
+    query_pos = tf.range(query_len)[:, None] + query_offset
+    visible = tf.range(key_len)[None, :] <= query_pos
+    visible = visible[None, None, :, :]
+    if padding_mask is not None:
+        visible = tf.logical_and(visible, tf.cast(padding_mask, tf.bool)[:, None, None, :])
+    return visible
+
+
+@keras.saving.register_keras_serializable(package="tfpref")
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head causal self-attention over [batch, time, d_model] inputs."""
+
+    def __init__(self, d_model, num_heads, dropout=0.0, output_init_stddev=0.02, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout
+        self.output_init_stddev, self.seed = output_init_stddev, seed
+        self.head_dim = d_model // num_heads
+        self.qkv = keras.layers.Dense(3 * d_model, kernel_initializer=init_normal(), name="qkv")
+        self.out = keras.layers.Dense(d_model, kernel_initializer=init_normal(output_init_stddev), name="out")
+        self.attention_dropout = keras.layers.Dropout(dropout, seed=seed)
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.out.build(input_shape[:-1] + (self.d_model,))
+
+    def call(self, x, mask, training=False):
+        """`mask`: boolean, broadcastable to [batch, heads, query, key] (see `attention_mask`)."""
+        batch, time = tf.shape(x)[0], tf.shape(x)[1]
+        qkv = tf.reshape(self.qkv(x), [batch, time, 3, self.num_heads, self.head_dim])
+        q, k, v = tf.unstack(qkv, 3, axis=2)
+        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) * (1.0 / math.sqrt(self.head_dim))
+        scores = tf.where(mask, tf.cast(scores, tf.float32), _NEG_INF)
+        weights = tf.cast(tf.nn.softmax(scores, axis=-1), x.dtype)
+        weights = self.attention_dropout(weights, training=training)
+        context = tf.einsum("bhqk,bkhd->bqhd", weights, v)
+        return self.out(tf.reshape(context, [batch, time, self.d_model]))
+
+    def get_config(self):
+        return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,
+                "dropout": self.dropout, "output_init_stddev": self.output_init_stddev, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="tfpref")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-LayerNorm decoder block: x + attn(ln(x)), then x + mlp(ln(x)) with GELU."""
+
+    def __init__(self, d_model, num_heads, ff_dim, dropout=0.0, num_layers=1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.num_heads, self.ff_dim = d_model, num_heads, ff_dim
+        self.dropout, self.num_layers, self.seed = dropout, num_layers, seed
+        # GPT-2's scaling of residual projections keeps the residual stream's variance flat in depth.
+        residual_stddev = 0.02 / math.sqrt(2 * num_layers)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="attention_norm")
+        self.attention = CausalSelfAttention(d_model, num_heads, dropout, residual_stddev, seed, name="attention")
+        self.mlp_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="mlp_norm")
+        self.mlp_in = keras.layers.Dense(ff_dim, kernel_initializer=init_normal(), name="mlp_in")
+        self.mlp_out = keras.layers.Dense(d_model, kernel_initializer=init_normal(residual_stddev), name="mlp_out")
+        self.residual_dropout = keras.layers.Dropout(dropout, seed=None if seed is None else seed + 1)
+
+    def build(self, input_shape):
+        for layer in (self.attention_norm, self.attention, self.mlp_norm, self.mlp_in):
+            layer.build(input_shape)
+        self.mlp_out.build(input_shape[:-1] + (self.ff_dim,))
+
+    def call(self, x, mask, training=False):
+        x = x + self.residual_dropout(self.attention(self.attention_norm(x), mask, training=training),
+                                      training=training)
+        hidden = tf.nn.gelu(self.mlp_in(self.mlp_norm(x)), approximate=True)
+        return x + self.residual_dropout(self.mlp_out(hidden), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,
+                "ff_dim": self.ff_dim, "dropout": self.dropout, "num_layers": self.num_layers,
+                "seed": self.seed}
+
+
+def sinusoidal_positions(length, depth, offset=0):
+    """[length, depth] sine/cosine position encoding (Vaswani et al. 2017), from position `offset`."""
+    positions = tf.cast(tf.range(length) + offset, tf.float32)[:, None]
+    rates = tf.exp(-math.log(10000.0) * tf.range(0, depth, 2, dtype=tf.float32) / depth)[None, :]
+    angles = positions * rates
+    return tf.reshape(tf.stack([tf.sin(angles), tf.cos(angles)], axis=-1), [length, depth])

@@ -1,0 +1,82 @@
+"""Embedding -> LSTM -> causal self-attention over the LSTM states -> logits: the recurrent baseline."""
+import keras
+import tensorflow as tf
+
+from tfpref.models.layers import CausalSelfAttention, attention_mask, init_normal
+
+
+@keras.saving.register_keras_serializable(package="tfpref")
+class LstmLM(keras.Model):
+    """`model(token_ids, padding_mask) -> logits` [batch, time, vocab], float32.
+
+    The LSTM stack carries order; one causal attention layer over its states lets each position
+    look back at earlier states directly (the long-range lookups an LSTM state forgets), added as a
+    residual with pre-LayerNorm.
+
+    Args:
+        vocab_size, d_model: token ids and width of embedding, LSTM and attention.
+        num_layers: stacked LSTM layers.
+        num_heads: heads of the attention layer.
+        dropout: dropout between layers and on attention weights.
+        tie_embeddings: reuse the embedding matrix as the output projection.
+        seed: seed of the dropout layers.
+        ff_dim, max_seq_len: accepted so both models share one config; the LSTM has no
+            feed-forward block and no length limit.
+    """
+
+    def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim=None, dropout=0.0,
+                 tie_embeddings=True, max_seq_len=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.d_model, self.num_layers = vocab_size, d_model, num_layers
+        self.num_heads, self.ff_dim, self.dropout = num_heads, ff_dim, dropout
+        self.tie_embeddings, self.max_seq_len, self.seed = tie_embeddings, max_seq_len, seed
+        self.embedding = keras.layers.ReversibleEmbedding(
+            vocab_size, d_model, tie_weights=tie_embeddings, embeddings_initializer=init_normal(),
+            name="embedding")
+        self.lstms = [keras.layers.LSTM(d_model, return_sequences=True, return_state=True,
+                                        name=f"lstm_{i}") for i in range(num_layers)]
+        self.between_dropout = keras.layers.Dropout(dropout, seed=seed)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="attention_norm")
+        self.attention = CausalSelfAttention(d_model, num_heads, dropout,
+                                             seed=None if seed is None else seed + 1, name="attention")
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+
+    def build(self, input_shape=None):
+        if self.built:  # deserialization builds from the saved config before the caller does
+            return
+        self.embedding.build((None, None))
+        for lstm in self.lstms:
+            lstm.build((None, None, self.d_model))
+        for layer in (self.attention_norm, self.attention, self.final_norm):
+            layer.build((None, None, self.d_model))
+        self.built = True
+
+    def recurrent_states(self, token_ids, initial_states=None, training=False):
+        """LSTM outputs [batch, time, d_model] and the final (h, c) of each layer."""
+        x = self.embedding(token_ids)
+        final_states = []
+        for i, lstm in enumerate(self.lstms):
+            x = self.between_dropout(x, training=training)
+            initial = None if initial_states is None else list(initial_states[i])
+            x, h, c = lstm(x, initial_state=initial, training=training)
+            final_states.append((h, c))
+        return x, final_states
+
+    def hidden_states(self, token_ids, padding_mask=None, training=False):
+        """[batch, time, d_model] final-normalised states."""
+        x, _ = self.recurrent_states(token_ids, training=training)
+        mask = attention_mask(tf.shape(token_ids)[1], padding_mask)
+        x = x + self.attention(self.attention_norm(x), mask, training=training)
+        return self.final_norm(x)
+
+    def logits_from_hidden(self, hidden):
+        return tf.cast(self.embedding(hidden, reverse=True), tf.float32)
+
+    def call(self, token_ids, padding_mask=None, training=False):
+        return self.logits_from_hidden(self.hidden_states(token_ids, padding_mask, training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,
+                "num_layers": self.num_layers, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
+                "dropout": self.dropout, "tie_embeddings": self.tie_embeddings,
+                "max_seq_len": self.max_seq_len, "seed": self.seed}

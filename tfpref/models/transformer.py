@@ -1,0 +1,74 @@
+"""Decoder-only transformer language model with sinusoidal positions."""
+import math
+
+import keras
+import tensorflow as tf
+
+from tfpref.models.layers import TransformerBlock, attention_mask, init_normal, sinusoidal_positions
+
+
+@keras.saving.register_keras_serializable(package="tfpref")
+class TransformerLM(keras.Model):
+    """`model(token_ids, padding_mask) -> logits` [batch, time, vocab], float32.
+
+    Args:
+        vocab_size: number of token ids.
+        d_model, num_layers, num_heads, ff_dim: width, depth, attention heads, feed-forward width.
+        dropout: dropout on attention weights and residual branches.
+        tie_embeddings: reuse the input embedding matrix as the output projection.
+        max_seq_len: longest sequence the model accepts.
+        seed: seed of the dropout layers.
+
+    Example:
+        >>> model = TransformerLM(vocab_size=272, d_model=64, num_layers=2, num_heads=2, ff_dim=128)
+        >>> logits = model(tf.zeros([1, 8], tf.int32))
+    """
+
+    def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim, dropout=0.0,
+                 tie_embeddings=True, max_seq_len=2048, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.d_model, self.num_layers = vocab_size, d_model, num_layers
+        self.num_heads, self.ff_dim, self.dropout = num_heads, ff_dim, dropout
+        self.tie_embeddings, self.max_seq_len, self.seed = tie_embeddings, max_seq_len, seed
+        self.embedding = keras.layers.ReversibleEmbedding(
+            vocab_size, d_model, tie_weights=tie_embeddings, embeddings_initializer=init_normal(),
+            name="embedding")
+        self.embedding_dropout = keras.layers.Dropout(dropout, seed=seed)
+        self.blocks = [TransformerBlock(d_model, num_heads, ff_dim, dropout, num_layers,
+                                        None if seed is None else seed + 2 * (i + 1), name=f"block_{i}")
+                       for i in range(num_layers)]
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+
+    def build(self, input_shape=None):
+        if self.built:  # deserialization builds from the saved config before the caller does
+            return
+        self.embedding.build((None, None))
+        for block in self.blocks:
+            block.build((None, None, self.d_model))
+        self.final_norm.build((None, None, self.d_model))
+        self.built = True
+
+    def hidden_states(self, token_ids, padding_mask=None, training=False):
+        """[batch, time, d_model] final-normalised states."""
+        time = tf.shape(token_ids)[1]
+        # sqrt(d) scaling keeps token embeddings (std 0.02) from being drowned by the unit-scale
+        # sinusoids; the tied output projection sees the unscaled matrix.
+        x = self.embedding(token_ids) * math.sqrt(self.d_model)
+        x = x + tf.cast(sinusoidal_positions(time, self.d_model), x.dtype)
+        x = self.embedding_dropout(x, training=training)
+        mask = attention_mask(time, padding_mask)
+        for block in self.blocks:
+            x = block(x, mask, training=training)
+        return self.final_norm(x)
+
+    def logits_from_hidden(self, hidden):
+        return tf.cast(self.embedding(hidden, reverse=True), tf.float32)
+
+    def call(self, token_ids, padding_mask=None, training=False):
+        return self.logits_from_hidden(self.hidden_states(token_ids, padding_mask, training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,
+                "num_layers": self.num_layers, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
+                "dropout": self.dropout, "tie_embeddings": self.tie_embeddings,
+                "max_seq_len": self.max_seq_len, "seed": self.seed}

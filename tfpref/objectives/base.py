@@ -1,0 +1,39 @@
+"""What an objective is: a batch and the models in, per-example losses and metric sums out.
+
+The trainer alone reduces losses (by the global batch), applies gradients, distributes, logs and
+checkpoints; an objective never touches the optimizer or the strategy. Metrics are returned as
+(numerator, denominator) sums over the local batch so that the trainer can add them up across
+replicas, micro-batches and log intervals and divide once: a token-weighted mean stays exact
+however the batch was split.
+"""
+from dataclasses import dataclass, field
+
+import tensorflow as tf
+
+
+@dataclass
+class ObjectiveOutput:
+    losses: tf.Tensor                             # float32 [batch]: per-example loss
+    metrics: dict = field(default_factory=dict)   # name -> (numerator, denominator) scalar sums
+
+
+class Objective:
+    """Base class. Subclasses set `name` and implement `compute`.
+
+    Objectives that own trainable layers (a value head, a classifier head) list them in
+    `trainable_layers` so the trainer optimises and checkpoints them with the model.
+    """
+
+    name = ""
+
+    def __init__(self, config):
+        self.config = config
+        self.trainable_layers = []
+
+    def compute(self, batch, model, training):
+        """ObjectiveOutput for `batch` ({'token_ids', 'padding_mask', ...}, one micro-batch)."""
+        raise NotImplementedError
+
+    def summarize(self, means):
+        """Derived metrics for logging, from {name: numerator/denominator}."""
+        return means

@@ -1,0 +1,118 @@
+"""Set up and run a training job from a RunConfig: the library entry point behind train.py.
+
+Example:
+    >>> from tfpref.config import RunConfig
+    >>> from tfpref.training.run import train
+    >>> config = RunConfig(model_dir="logs/tiny")
+    >>> config.train.train_steps = 10
+    >>> result = train(config)   # {'step': 10, 'loss': ..., 'validation_nll': ...}
+"""
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from tfpref.config import RunConfig, config_path, incompatible_fields
+from tfpref.data.corpus import load_splits
+from tfpref.data.pipeline import build_token_data
+from tfpref.errors import UserError
+from tfpref.models import build_model
+from tfpref.objectives import build_objective
+from tfpref.training.checkpoints import Checkpointer
+from tfpref.training.optimization import DynamicLossScale, make_optimizer
+from tfpref.training.strategy import is_chief, make_strategy
+from tfpref.training.summaries import RunLogger
+from tfpref.training.trainer import Trainer
+
+RESULT_FILE = "train_result.json"
+
+
+def check_run_dir(config):
+    """Refuse to reuse a run directory whose stored config describes a different run."""
+    path = config_path(config.model_dir)
+    if not os.path.exists(path):
+        if os.path.isdir(os.path.join(config.model_dir, "checkpoints")):
+            raise UserError(f"--model_dir {config.model_dir} has checkpoints but no config.json; "
+                            f"refusing to guess what they are")
+        return False
+    changed = incompatible_fields(RunConfig.load(path), config)
+    if changed:
+        raise UserError(f"--model_dir {config.model_dir} holds a different run (changed: "
+                        f"{', '.join(changed)}); use a new --model_dir or the original flags")
+    return True
+
+
+def set_precision_policy(mixed_precision):
+    """Set Keras's global dtype policy; returns True when fp16 loss scaling is needed."""
+    if mixed_precision == "auto":
+        mixed_precision = "fp16" if tf.config.list_physical_devices("GPU") else "bf16"
+    policy = {"no": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[mixed_precision]
+    keras.mixed_precision.set_global_policy(policy)
+    return mixed_precision == "fp16"
+
+
+def load_token_data(config):
+    """(train TokenData, validation TokenData or None), packed to seq_len."""
+    data = config.data
+    splits = load_splits(data.data, data.text_field, data.max_chunk_chars)
+    if not splits["train"]:
+        raise UserError(f"--data {data.data}: no text falls in the training split")
+    train_data = build_token_data(splits["train"], data.seq_len)
+    if train_data.num_examples == 0:
+        raise UserError(f"--data {data.data}: fewer than --seq_len {data.seq_len} + 1 training tokens")
+    validation = build_token_data(splits["validation"], data.seq_len) if splits["validation"] else None
+    return train_data, validation
+
+
+def train(config, show_progress=True):
+    """Train (or resume) the run `config` describes. Returns the final metrics dict."""
+    config.validate()
+    resuming = check_run_dir(config)
+    strategy = make_strategy(config.runtime)
+    if config.train.batch_size % (config.train.grad_accum * strategy.num_replicas_in_sync):
+        raise UserError(f"--batch_size {config.train.batch_size} is not divisible by --grad_accum "
+                        f"{config.train.grad_accum} x {strategy.num_replicas_in_sync} replicas")
+    chief = is_chief(strategy)
+    train_data, eval_data = load_token_data(config)
+    loss_scaling = set_precision_policy(config.train.mixed_precision)
+    keras.utils.set_random_seed(config.train.seed)
+
+    with strategy.scope():
+        model = build_model(config.model, seed=config.train.seed)
+        objective = build_objective(config.train)
+        optimizer = make_optimizer(config.train)
+        optimizer.build(model.trainable_variables + [
+            v for layer in objective.trainable_layers for v in layer.trainable_variables])
+        loss_scale = DynamicLossScale(enabled=loss_scaling)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+
+    worker_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
+    trackables = dict(model=model, optimizer=optimizer, step=step, loss_scale=loss_scale)
+    for i, layer in enumerate(objective.trainable_layers):
+        trackables[f"objective_layer_{i}"] = layer
+    checkpointer = Checkpointer(config.model_dir, config.runtime.keep_checkpoints, chief, worker_id,
+                                **trackables)
+    restored = checkpointer.restore_latest() if resuming else None
+
+    logger = RunLogger(config.model_dir, config.train.train_steps, chief, show_progress)
+    if chief:  # only now, with data and models in hand, is anything written to the run directory
+        os.makedirs(config.model_dir, exist_ok=True)
+        with open(config_path(config.model_dir), "w", encoding="utf-8") as f:
+            f.write(config.to_json())
+        if not restored:
+            logger.text("train", 0, "config", f"```\n{config.to_json()}\n```")
+    if restored:
+        print(f"Resuming {config.model_dir} from step {int(step.numpy())}", flush=True)
+
+    trainer = Trainer(config, strategy, model, objective, optimizer, loss_scale, step,
+                      train_data, eval_data, logger, checkpointer)
+    try:
+        result = trainer.fit()
+    finally:
+        logger.close()
+    result["parameters"] = int(model.count_params())
+    if chief:
+        with open(os.path.join(config.model_dir, RESULT_FILE), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return result
