@@ -65,8 +65,11 @@ def load_token_data(config):
     return train_data, validation
 
 
-def train(config, show_progress=True):
-    """Train (or resume) the run `config` describes. Returns the final metrics dict."""
+def build_trainer(config, show_progress=True):
+    """A ready Trainer for `config`: run dir checked, data loaded, models built, checkpoint restored.
+
+    Writes `<model_dir>/config.json` (chief only), after every input has been read successfully.
+    """
     config.validate()
     resuming = check_run_dir(config)
     strategy = make_strategy(config.runtime)
@@ -105,14 +108,20 @@ def train(config, show_progress=True):
     if restored:
         print(f"Resuming {config.model_dir} from step {int(step.numpy())}", flush=True)
 
-    trainer = Trainer(config, strategy, model, objective, optimizer, loss_scale, step,
-                      train_data, eval_data, logger, checkpointer)
+    return Trainer(config, strategy, model, objective, optimizer, loss_scale, step,
+                   train_data, eval_data, logger, checkpointer)
+
+
+def train(config, show_progress=True):
+    """Train (or resume) the run `config` describes. Returns the final metrics dict."""
+    trainer = build_trainer(config, show_progress)
+    logger, model = trainer.logger, trainer.model
     try:
         result = trainer.fit()
     finally:
         logger.close()
     result["parameters"] = int(model.count_params())
-    if chief:
+    if trainer.checkpointer.is_chief:
         with open(os.path.join(config.model_dir, RESULT_FILE), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     return result
