@@ -1,7 +1,9 @@
 """Checkpoints: model, objective heads, optimizer, step (= data position), loss scale, RNG state.
 
-Dropout randomness lives in the Keras layers' seed-generator variables, so it is saved with the
-model. Under multi-worker training every worker must take part in a save; only the chief writes
+Weights are saved as a flat {variable path: variable} mapping rather than through Keras's object
+graph: Keras 3 keeps sub-layers held in Python lists (the transformer's blocks) out of TensorFlow's
+checkpoint dependency graph, so `tf.train.Checkpoint(model=model)` would silently skip them.
+Dropout randomness lives in the layers' seed-generator variables, saved in order as `rng/<i>`. Under multi-worker training every worker must take part in a save; only the chief writes
 into the run directory, the others write to a scratch directory that is deleted right away.
 """
 import os
@@ -10,15 +12,33 @@ import shutil
 import tensorflow as tf
 
 
+def weights_by_path(*layers):
+    """{path: variable} of every weight of `layers`; the checkpoint key of each weight."""
+    return {v.path: v for layer in layers for v in layer.weights}
+
+
+def rng_states(*layers):
+    """{index: seed-generator state} of `layers`, in creation order."""
+    states = [v for layer in layers for v in layer.variables if v.path.endswith("seed_generator_state")]
+    return {str(i): v for i, v in enumerate(states)}
+
+
 class Checkpointer:
-    def __init__(self, model_dir, keep, is_chief, worker_id=0, **trackables):
-        self.checkpoint = tf.train.Checkpoint(**trackables)
+    """Saves and restores `layers` (model and objective heads) plus other trackables.
+
+    Example:
+        >>> checkpointer = Checkpointer("logs/run", keep=3, is_chief=True, layers=[model],
+        ...                             optimizer=optimizer, step=step)
+    """
+
+    def __init__(self, model_dir, keep, is_chief, worker_id=0, layers=(), **trackables):
+        self.checkpoint = tf.train.Checkpoint(weights=weights_by_path(*layers), rng=rng_states(*layers),
+                                              **trackables)
         self.is_chief = is_chief
         self.directory = os.path.join(model_dir, "checkpoints")
         self.scratch = None if is_chief else os.path.join(model_dir, ".scratch", f"worker_{worker_id}")
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.directory if is_chief else self.scratch, max_to_keep=keep)
-        self.reader = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep)
 
     @property
     def latest(self):

@@ -91,11 +91,9 @@ def build_trainer(config, show_progress=True):
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     worker_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
-    trackables = dict(model=model, optimizer=optimizer, step=step, loss_scale=loss_scale)
-    for i, layer in enumerate(objective.trainable_layers):
-        trackables[f"objective_layer_{i}"] = layer
     checkpointer = Checkpointer(config.model_dir, config.runtime.keep_checkpoints, chief, worker_id,
-                                **trackables)
+                                layers=[model, *objective.trainable_layers], optimizer=optimizer,
+                                step=step, loss_scale=loss_scale)
     restored = checkpointer.restore_latest() if resuming else None
 
     logger = RunLogger(config.model_dir, config.train.train_steps, chief, show_progress)

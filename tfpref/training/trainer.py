@@ -44,7 +44,7 @@ class Trainer:
         self.grad_accum = config.train.grad_accum
         self.variables = model.trainable_variables + [
             v for layer in objective.trainable_layers for v in layer.trainable_variables]
-        jit = config.runtime.jit_compile
+        jit = config.runtime.jit_compile and not several_replicas_on_cpu(strategy)
         self._replica_gradients = tf.function(self._gradients_on_replica, jit_compile=jit)
         self._replica_eval = tf.function(self._eval_on_replica, jit_compile=jit)
         self._stop_signal = None
@@ -142,7 +142,8 @@ class Trainer:
                 if self._stop_signal is not None:
                     self.checkpointer.save(step)
                     return {"step": step, "interrupted_by": self._stop_signal, **last}
-                if step % runtime.checkpoint_every == 0 or step == total:
+                # Never checkpoint inside a streak of skipped steps: the last good one is kept.
+                if (step % runtime.checkpoint_every == 0 or step == total) and bad_streak == 0:
                     self.checkpointer.save(step)
         final_step = int(self.step.numpy())
         validation = self.evaluate()
@@ -168,6 +169,18 @@ class Trainer:
             latest = self.checkpointer.latest or "none yet"
             raise TrainingDiverged(f"{limit} consecutive non-finite steps at step {step}; stopping. "
                                    f"Last good checkpoint: {latest}. Try a lower --learning_rate.")
+
+
+def several_replicas_on_cpu(strategy):
+    """True when logical CPU devices stand in for accelerators (--cpu_replicas > 1).
+
+    XLA's CPU backend places a compiled function on the first CPU device whatever the replica's
+    logical device is, so it cannot read the second replica's variables: those runs skip XLA.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return False
+    devices = strategy.extended.worker_devices
+    return len(devices) > 1 and all("CPU" in d.upper() for d in devices)
 
 
 class _Window:

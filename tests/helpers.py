@@ -1,0 +1,40 @@
+"""Shared helpers for tests: a tiny corpus and tiny model/training flags."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_FLAGS = ["--d_model", "32", "--num_layers", "2", "--num_heads", "2", "--ff_dim", "64",
+              "--seq_len", "32", "--batch_size", "4", "--learning_rate", "3e-3", "--warmup_steps", "2",
+              "--eval_batches", "2", "--no_progress"]
+
+
+def write_tiny_corpus(directory, functions=300):
+    """A few KB of Python-like text as one file; returns its path."""
+    path = os.path.join(directory, "tiny_corpus.py")
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(functions):
+            f.write(f"def function_{i}(value):\n    total = value * {i % 7} + {i}\n    return total\n\n")
+    return path
+
+
+def tiny_config(model_dir, data, **overrides):
+    """A RunConfig for a tiny, fast run; overrides are `section.field`-free field names."""
+    from tfpref.config import RunConfig
+
+    config = RunConfig(model_dir=str(model_dir))
+    config.data.data, config.data.seq_len = str(data), 32
+    config.model.d_model, config.model.num_layers, config.model.num_heads, config.model.ff_dim = 32, 2, 2, 64
+    config.train.batch_size, config.train.learning_rate, config.train.warmup_steps = 4, 3e-3, 2
+    config.train.train_steps = 6
+    config.runtime.eval_batches, config.runtime.log_every = 2, 2
+    for key, value in overrides.items():
+        section = next(s for s in (config.data, config.model, config.train, config.runtime) if hasattr(s, key))
+        setattr(section, key, value)
+    return config
+
+
+def run_train(args, timeout=300, **kwargs):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)

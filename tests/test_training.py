@@ -1,0 +1,120 @@
+"""End-to-end training: loss goes down, logging, checkpoints, accumulation, replicas, bad steps."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfpref  # noqa: F401
+from tfpref.objectives.base import ObjectiveOutput
+from tfpref.training.run import build_trainer, train
+from tfpref.training.trainer import TrainingDiverged
+
+from helpers import TINY_FLAGS, run_train, tiny_config, write_tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
+
+
+def scalar_events(directory):
+    values = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)) if
+                                                        value.metadata.plugin_data.plugin_name == "scalars"
+                                                        else None)
+    return values
+
+
+@pytest.mark.parametrize("model", ["transformer", "lstm"])
+def test_training_lowers_the_loss_and_writes_a_complete_run_dir(tmp_path, corpus, model):
+    config = tiny_config(tmp_path / "run", corpus, model=model, train_steps=40, eval_every=20,
+                         checkpoint_every=20, learning_rate=1e-2)
+    result = train(config, show_progress=False)
+    assert result["step"] == 40
+    train_scalars = scalar_events(tmp_path / "run" / "train")
+    losses = train_scalars["loss"]
+    assert losses[-1] < 0.6 * losses[0]
+    for tag in ("perplexity", "learning_rate", "grad_norm", "tokens_per_second", "step_time", "config"):
+        assert tag in train_scalars, tag
+    eval_scalars = scalar_events(tmp_path / "run" / "eval")
+    assert len(eval_scalars["nll"]) == 2 and "perplexity" in eval_scalars
+    assert json.load(open(tmp_path / "run" / "config.json"))["model"]["model"] == model
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-40")
+    assert result["validation_nll"] == pytest.approx(eval_scalars["nll"][-1])
+
+
+def trained_weights(tmp_path, corpus, name, steps=2, **overrides):
+    trainer = build_trainer(tiny_config(tmp_path / name, corpus, train_steps=steps, **overrides),
+                            show_progress=False)
+    trainer.fit()
+    return [v.numpy() for v in trainer.model.weights]
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
+    whole = trained_weights(tmp_path, corpus, "whole", batch_size=8, grad_accum=1)
+    accumulated = trained_weights(tmp_path, corpus, "accumulated", batch_size=8, grad_accum=4)
+    for a, b in zip(whole, accumulated):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_bf16_mixed_precision_trains(tmp_path, corpus):
+    config = tiny_config(tmp_path / "bf16", corpus, mixed_precision="bf16", train_steps=10)
+    try:
+        result = train(config, show_progress=False)
+    finally:
+        import keras
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(result["loss"]) and np.isfinite(result["validation_nll"])
+
+
+class NonFiniteAfter:
+    """Wraps an objective so that every loss from call `start` on is NaN (a diverging run)."""
+
+    def __init__(self, objective, start):
+        self.objective, self.start, self.calls = objective, start, tf.Variable(0)
+        self.trainable_layers = objective.trainable_layers
+
+    def compute(self, batch, model, training):
+        output = self.objective.compute(batch, model, training)
+        if training:
+            self.calls.assign_add(1)
+        poison = tf.where(self.calls > self.start, np.nan, 0.0)
+        return ObjectiveOutput(output.losses + poison, output.metrics)
+
+    def summarize(self, means):
+        return self.objective.summarize(means)
+
+
+def test_non_finite_steps_are_skipped_then_the_run_stops_keeping_the_last_checkpoint(tmp_path, corpus):
+    config = tiny_config(tmp_path / "nan", corpus, train_steps=20, checkpoint_every=3, max_bad_steps=3,
+                         jit_compile=False)
+    trainer = build_trainer(config, show_progress=False)
+    trainer.objective = NonFiniteAfter(trainer.objective, start=4)
+    with pytest.raises(TrainingDiverged, match="3 consecutive non-finite steps at step 7"):
+        trainer.fit()
+    # Steps 5-7 were not applied: the weights are still those of step 4.
+    assert int(trainer.optimizer.iterations.numpy()) == 4
+    assert all(np.isfinite(v.numpy()).all() for v in trainer.model.weights)
+    assert tf.train.latest_checkpoint(str(tmp_path / "nan" / "checkpoints")).endswith("ckpt-3")
+
+
+def test_one_replica_and_two_cpu_replicas_give_the_same_parameters(tmp_path, corpus):
+    common = [*TINY_FLAGS, "--data", corpus, "--train_steps", "2", "--batch_size", "8"]
+    one = run_train([*common, "--model_dir", str(tmp_path / "one")])
+    two = run_train([*common, "--model_dir", str(tmp_path / "two"), "--strategy", "mirrored",
+                     "--cpu_replicas", "2"])
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    reader_one = tf.train.load_checkpoint(str(tmp_path / "one" / "checkpoints"))
+    reader_two = tf.train.load_checkpoint(str(tmp_path / "two" / "checkpoints"))
+    names = [n for n in reader_one.get_variable_to_shape_map() if n.startswith("weights/")]
+    assert len(names) > 10
+    for name in names:
+        np.testing.assert_allclose(reader_one.get_tensor(name), reader_two.get_tensor(name), atol=1e-5,
+                                   err_msg=name)
