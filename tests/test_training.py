@@ -63,14 +63,20 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_bf16_mixed_precision_trains(tmp_path, corpus):
-    config = tiny_config(tmp_path / "bf16", corpus, mixed_precision="bf16", train_steps=10)
-    try:
-        result = train(config, show_progress=False)
-    finally:
-        import keras
-        keras.mixed_precision.set_global_policy("float32")
+@pytest.fixture
+def restore_precision_policy():
+    yield
+    import keras
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path, corpus, precision, restore_precision_policy):
+    config = tiny_config(tmp_path / precision, corpus, mixed_precision=precision, train_steps=6)
+    result = train(config, show_progress=False)
     assert np.isfinite(result["loss"]) and np.isfinite(result["validation_nll"])
+    # fp16 needs loss scaling (and logs the scale); bf16 has fp32's range and does not.
+    assert ("loss_scale" in scalar_events(tmp_path / precision / "train")) == (precision == "fp16")
 
 
 class NonFiniteAfter:
@@ -118,3 +124,4 @@ def test_one_replica_and_two_cpu_replicas_give_the_same_parameters(tmp_path, cor
     for name in names:
         np.testing.assert_allclose(reader_one.get_tensor(name), reader_two.get_tensor(name), atol=1e-5,
                                    err_msg=name)
+
