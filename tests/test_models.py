@@ -89,3 +89,14 @@ def test_sequence_logprobs_match_a_numpy_log_softmax(kind):
     targets = tokens.numpy()[:, 1:]
     expected = np.take_along_axis(log_softmax, targets[..., None], -1)[..., 0] * mask[:, 1:]
     np.testing.assert_allclose(sequence_logprobs(model, tokens, tf.constant(mask)), expected, atol=1e-5)
+
+
+def test_split_causal_attention_equals_the_unsplit_computation():
+    # Length 128 takes the split path (two query halves), 127 does not; causality means the first
+    # 127 outputs must agree.
+    layer = CausalSelfAttention(32, 4, seed=0)
+    x = tf.random.stateless_normal([2, 128, 32], [0, 1])
+    from tfpref.models.layers import attention_mask
+    split = layer(x, attention_mask(128))
+    whole = layer(x[:, :127], attention_mask(127))
+    np.testing.assert_allclose(split[:, :127], whole, atol=1e-5)

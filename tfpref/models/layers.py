@@ -10,6 +10,8 @@ import keras
 import tensorflow as tf
 
 _NEG_INF = -1e9
+# Below this length splitting the causal attention costs more in extra ops than it saves.
+_SPLIT_MIN_LENGTH = 128
 
 
 def init_normal(stddev=0.02):
@@ -45,16 +47,28 @@ class CausalSelfAttention(keras.layers.Layer):
         self.out.build(input_shape[:-1] + (self.d_model,))
 
     def call(self, x, mask, training=False):
-        """`mask`: boolean, broadcastable to [batch, heads, query, key] (see `attention_mask`)."""
+        """`mask`: boolean, causal, broadcastable to [batch, heads, query, key] (see `attention_mask`)."""
         batch, time = tf.shape(x)[0], tf.shape(x)[1]
         qkv = tf.reshape(self.qkv(x), [batch, time, 3, self.num_heads, self.head_dim])
         q, k, v = tf.unstack(qkv, 3, axis=2)
-        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) * (1.0 / math.sqrt(self.head_dim))
-        scores = tf.where(mask, tf.cast(scores, tf.float32), _NEG_INF)
-        weights = tf.cast(tf.nn.softmax(scores, axis=-1), x.dtype)
-        weights = self.attention_dropout(weights, training=training)
-        context = tf.einsum("bhqk,bkhd->bqhd", weights, v)
+        q = q * tf.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
+        static_time = x.shape[1]
+        if static_time is not None and static_time >= _SPLIT_MIN_LENGTH and static_time % 2 == 0:
+            # Queries of the first half can only see keys of the first half: skip the fully masked
+            # quarter of the score matrix (the result is identical, the work is 3/4).
+            half = static_time // 2
+            first = self._attend(q[:, :half], k[:, :half], v[:, :half], mask[..., :half, :half], training)
+            second = self._attend(q[:, half:], k, v, mask[..., half:, :], training)
+            context = tf.concat([first, second], axis=1)
+        else:
+            context = self._attend(q, k, v, mask, training)
         return self.out(tf.reshape(context, [batch, time, self.d_model]))
+
+    def _attend(self, q, k, v, mask, training):
+        scores = tf.where(mask, tf.cast(tf.einsum("bqhd,bkhd->bhqk", q, k), tf.float32), _NEG_INF)
+        weights = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
+        weights = self.attention_dropout(weights, training=training)
+        return tf.einsum("bhqk,bkhd->bqhd", weights, v)
 
     def get_config(self):
         return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,

@@ -47,6 +47,10 @@ class Trainer:
         jit = config.runtime.jit_compile and not several_replicas_on_cpu(strategy)
         self._replica_gradients = tf.function(self._gradients_on_replica, jit_compile=jit)
         self._replica_eval = tf.function(self._eval_on_replica, jit_compile=jit)
+        # On one device the whole step, optimizer update included, is one XLA program; with several
+        # replicas only the per-replica part can be (the reduction crosses devices).
+        whole_step_jit = jit and config.runtime.strategy == "default"
+        self.train_step = tf.function(self._step, jit_compile=whole_step_jit)
         self._stop_signal = None
 
     # ---- the step ---------------------------------------------------------------------------
@@ -58,17 +62,21 @@ class Trainer:
             with tf.GradientTape() as tape:
                 output = self.objective.compute(micro_batch, self.model, training=True)
                 micro_loss = tf.reduce_sum(output.losses) / self.global_batch
-                scaled_loss = micro_loss * self.loss_scale.scale
-            micro_grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled_loss, self.variables)]
+                if self.loss_scale.enabled:
+                    micro_loss_scaled = micro_loss * self.loss_scale.scale
+                else:
+                    micro_loss_scaled = micro_loss
+            micro_grads = [tf.convert_to_tensor(g) for g in tape.gradient(micro_loss_scaled, self.variables)]
             grads = micro_grads if grads is None else [a + b for a, b in zip(grads, micro_grads)]
             loss += micro_loss
             metric_sums = _add_metric_sums(metric_sums, output.metrics)
         return grads, loss, metric_sums
 
-    @tf.function
-    def train_step(self, batch):
+    def _step(self, batch):
         grads, loss, metric_sums = self.strategy.run(self._replica_gradients, (batch,))
-        grads = [self.strategy.reduce(SUM, g, axis=None) / self.loss_scale.scale for g in grads]
+        grads = [self.strategy.reduce(SUM, g, axis=None) for g in grads]
+        if self.loss_scale.enabled:
+            grads = [g / self.loss_scale.scale for g in grads]
         loss = self.strategy.reduce(SUM, loss, axis=None)
         metric_sums = tf.nest.map_structure(lambda x: self.strategy.reduce(SUM, x, axis=None), metric_sums)
         grad_norm = tf.linalg.global_norm(grads)
