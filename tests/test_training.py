@@ -125,3 +125,12 @@ def test_one_replica_and_two_cpu_replicas_give_the_same_parameters(tmp_path, cor
         np.testing.assert_allclose(reader_one.get_tensor(name), reader_two.get_tensor(name), atol=1e-5,
                                    err_msg=name)
 
+
+
+def test_rerunning_a_finished_run_keeps_its_result_and_continues_when_asked(tmp_path, corpus):
+    first = train(tiny_config(tmp_path / "done", corpus, train_steps=4), show_progress=False)
+    stored = open(tmp_path / "done" / "train_result.json").read()
+    assert train(tiny_config(tmp_path / "done", corpus, train_steps=4), show_progress=False) == first
+    assert open(tmp_path / "done" / "train_result.json").read() == stored
+    longer = train(tiny_config(tmp_path / "done", corpus, train_steps=6), show_progress=False)
+    assert longer["step"] == 6

@@ -114,12 +114,19 @@ def train(config, show_progress=True):
     """Train (or resume) the run `config` describes. Returns the final metrics dict."""
     trainer = build_trainer(config, show_progress)
     logger, model = trainer.logger, trainer.model
+    result_path = os.path.join(config.model_dir, RESULT_FILE)
+    if int(trainer.step.numpy()) >= config.train.train_steps and os.path.exists(result_path):
+        logger.close()
+        print(f"{config.model_dir} is already trained to step {int(trainer.step.numpy())}; "
+              f"raise --train_steps to continue.", flush=True)
+        with open(result_path, encoding="utf-8") as f:
+            return json.load(f)
     try:
         result = trainer.fit()
     finally:
         logger.close()
     result["parameters"] = int(model.count_params())
     if trainer.checkpointer.is_chief:
-        with open(os.path.join(config.model_dir, RESULT_FILE), "w", encoding="utf-8") as f:
+        with open(result_path, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     return result
