@@ -21,7 +21,8 @@ def test_packed_windows_cover_every_token_once_as_a_target():
 def test_dataset_pads_and_masks_short_examples():
     data = build_token_data(CHUNKS, seq_len=20, packed=False)
     shares = np.arange(3).reshape(1, 1, 3)
-    batch = next(iter(make_dataset(data, shares)))
+    batch = next(iter(make_dataset(data, shares, shares + 100)))
+    np.testing.assert_array_equal(batch["sample_index"].numpy()[0], [100, 101, 102])
     ids, mask = batch["token_ids"].numpy()[0], batch["padding_mask"].numpy()[0]
     tokenizer = ByteTokenizer()
     for row, (chunk, row_ids, row_mask) in enumerate(zip(CHUNKS, ids, mask)):

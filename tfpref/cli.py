@@ -26,7 +26,8 @@ TRAIN_FLAGS = [
     ("model", "ff_dim", "Feed-forward width of a transformer block."),
     ("model", "dropout", "Dropout rate on attention weights, residual branches and embeddings."),
     ("model", "tie_embeddings", "Share the input embedding matrix with the output projection."),
-    ("train", "objective", "Training objective: mle (next-token cross-entropy)."),
+    ("train", "objective", "Training objective: mle (next-token cross-entropy) or denoising "
+                           "(reconstruct the original after a corrupted copy)."),
     ("train", "train_steps", "Optimizer steps in total (a resumed run continues up to this)."),
     ("train", "batch_size", "Global batch: examples per optimizer step over all replicas."),
     ("train", "grad_accum", "Micro-batches per step; batch_size is split into this many."),
@@ -38,6 +39,10 @@ TRAIN_FLAGS = [
     ("train", "seed", "Seed for initialisation, data order and dropout."),
     ("train", "mixed_precision", "no, bf16, fp16 (with loss scaling; for GPUs) or auto (fp16 on GPU, "
                                  "bf16 on CPU)."),
+    ("train", "mask_rate", "denoising: fraction of the source in spans collapsed to one <|mask|>."),
+    ("train", "delete_rate", "denoising: fraction of the source in spans deleted."),
+    ("train", "shuffle_rate", "denoising: fraction of the source in spans shuffled in place."),
+    ("train", "span_length", "denoising: tokens per corrupted span."),
     ("runtime", "strategy", "default (one device), mirrored (all local GPUs, or --cpu_replicas CPU "
                             "devices) or multi_worker (reads TF_CONFIG)."),
     ("runtime", "cpu_replicas", "With mirrored/multi_worker: split the CPU into N logical devices."),
@@ -133,9 +138,9 @@ def _train(argv):
               f"Run the same command to resume.")
         return 0
     summary = [f"step {result['step']}"]
-    for key in ("loss", "validation_nll", "validation_perplexity", "validation_bits_per_byte"):
-        if key in result:
-            summary.append(f"{key} {result[key]:.4f}")
+    for key, value in result.items():
+        if key == "loss" or key.startswith("validation_"):
+            summary.append(f"{key} {value:.4f}")
     print("Done: " + ", ".join(summary))
     print(f"Run directory: {config.model_dir}")
     print(f"Watch it:      tensorboard --logdir {os.path.dirname(os.path.abspath(config.model_dir))}")

@@ -67,6 +67,11 @@ class TrainConfig:
     clip_norm: float = 1.0
     seed: int = 0
     mixed_precision: str = "no"
+    # --objective=denoising: fractions of the source covered by each corruption, and span length
+    mask_rate: float = 0.15
+    delete_rate: float = 0.05
+    shuffle_rate: float = 0.05
+    span_length: int = 3
 
     def validate(self):
         from tfpref.objectives import OBJECTIVES  # late: objectives import TensorFlow
@@ -78,6 +83,10 @@ class TrainConfig:
         _non_negative(self, "warmup_steps", "weight_decay", "clip_norm", "min_lr_ratio", "seed")
         if self.batch_size % self.grad_accum:
             raise UserError(f"--batch_size {self.batch_size} is not divisible by --grad_accum {self.grad_accum}")
+        for name in ("mask_rate", "delete_rate", "shuffle_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        _positive(self, "span_length")
         if self.mixed_precision not in MIXED_PRECISION:
             raise UserError(f"--mixed_precision: choose from {', '.join(MIXED_PRECISION)}")
 
@@ -115,6 +124,8 @@ class RunConfig:
             section.validate()
         if not self.model_dir:
             raise UserError("--model_dir: must not be empty")
+        if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
+            raise UserError(f"--model_dir {self.model_dir} exists and is not a directory")
         if self.model.model == "transformer" and self.data.seq_len > MAX_TRANSFORMER_SEQ_LEN:
             raise UserError(f"--seq_len {self.data.seq_len} is above the transformer's maximum of "
                             f"{MAX_TRANSFORMER_SEQ_LEN} positions")

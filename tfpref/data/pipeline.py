@@ -85,31 +85,44 @@ def replica_shares(order, grad_accum, num_replicas, pipeline_id, num_pipelines):
     return np.ascontiguousarray(mine.transpose(0, 2, 1, 3)).reshape(steps * local, grad_accum, micro)
 
 
-def make_dataset(data, shares):
-    """tf.data.Dataset yielding {'token_ids', 'padding_mask'} for each row of `shares`."""
+def make_dataset(data, shares, sample_positions):
+    """tf.data.Dataset yielding {'token_ids', 'padding_mask', 'sample_index'} for each row of `shares`.
+
+    `sample_positions` (same shape as `shares`) is each draw's position in the whole run's sample
+    order, step * global_batch + row: a stable per-example seed for objectives that corrupt or
+    sample, the same on resume and on any number of replicas.
+    """
     stream = tf.constant(data.stream)
     starts = tf.constant(data.starts)
     lengths = tf.constant(data.lengths)
     offsets = tf.range(data.seq_len + 1, dtype=tf.int64)
     last = tf.cast(tf.size(stream) - 1, tf.int64)
 
-    def gather(indices):
+    def gather(indices, sample_index):
         example_starts = tf.gather(starts, indices)[..., None]
         mask = offsets < tf.cast(tf.gather(lengths, indices), tf.int64)[..., None]
         positions = tf.minimum(example_starts + offsets, last)
         token_ids = tf.where(mask, tf.gather(stream, positions), PAD_ID)
-        return {"token_ids": token_ids, "padding_mask": mask}
+        return {"token_ids": token_ids, "padding_mask": mask, "sample_index": sample_index}
 
-    dataset = tf.data.Dataset.from_tensor_slices(shares).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.from_tensor_slices((shares, sample_positions))
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def distributed_dataset(strategy, data, order, grad_accum):
-    """A dataset of `order` distributed over `strategy`'s replicas and input pipelines."""
+def distributed_dataset(strategy, data, order, grad_accum, first_step=0):
+    """A dataset of `order` distributed over `strategy`'s replicas and input pipelines.
+
+    `order` holds the rows of steps first_step, first_step + 1, ... of the run.
+    """
+    steps, global_batch = order.shape
+    positions = (first_step + np.arange(steps, dtype=np.int64))[:, None] * global_batch + np.arange(global_batch)
+
     def dataset_fn(context):
-        shares = replica_shares(order, grad_accum, strategy.num_replicas_in_sync,
-                                context.input_pipeline_id, context.num_input_pipelines)
-        return make_dataset(data, shares)
+        def share(array):
+            return replica_shares(array, grad_accum, strategy.num_replicas_in_sync,
+                                  context.input_pipeline_id, context.num_input_pipelines)
+        return make_dataset(data, share(order), share(positions))
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)

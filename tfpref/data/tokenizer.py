@@ -13,7 +13,9 @@ PAD_ID = 0
 BOS_ID = 1
 EOS_ID = 2
 NUM_SPECIAL = 16
-CONTROL_IDS = tuple(range(3, NUM_SPECIAL))  # 13 spare ids, named by objectives that use them
+CONTROL_IDS = tuple(range(3, NUM_SPECIAL))  # 13 spare ids for control tokens
+# Control tokens with a fixed meaning; ids never change, so checkpoints stay compatible.
+CONTROL_TOKENS = {"<|mask|>": 3, "<|reconstruct|>": 4, "<|aligned|>": 5, "<|misaligned|>": 6}
 VOCAB_SIZE = NUM_SPECIAL + 256
 
 

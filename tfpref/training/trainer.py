@@ -125,7 +125,8 @@ class Trainer:
         runtime, total = self.config.runtime, self.config.train.train_steps
         start = int(self.step.numpy())
         order = batch_order(self.train_data.num_examples, total, self.global_batch, self.config.train.seed)
-        dataset = distributed_dataset(self.strategy, self.train_data, order[start:], self.grad_accum)
+        dataset = distributed_dataset(self.strategy, self.train_data, order[start:], self.grad_accum,
+                                      first_step=start)
         tokens_per_step = self.global_batch * self.train_data.seq_len
         window = _Window()
         last = {}
