@@ -11,7 +11,8 @@ from tfpref.objectives.denoising import (MASK_ID, RECONSTRUCT_ID, DenoisingObjec
 
 
 def rates(mask=0.0, delete=0.0, shuffle=0.0, span=3):
-    return SimpleNamespace(mask_rate=mask, delete_rate=delete, shuffle_rate=shuffle, span_length=span)
+    return SimpleNamespace(train=SimpleNamespace(mask_rate=mask, delete_rate=delete, shuffle_rate=shuffle,
+                                                 span_length=span))
 
 
 SOURCE = tf.constant(np.arange(20, 20 + 2 * 60).reshape(2, 60), tf.int32)

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfpref  # noqa: F401
-from tfpref.config import TrainConfig
+from tfpref.config import RunConfig, TrainConfig
 from tfpref.objectives import OBJECTIVES, build_objective
 
 
@@ -32,7 +32,7 @@ def test_mle_loss_and_metrics_match_numpy():
     mask[2, 4:] = False
     logits = rng.normal(size=(batch, length - 1, vocab)).astype(np.float32)
 
-    output = build_objective(TrainConfig(objective="mle")).compute(
+    output = build_objective(RunConfig(train=TrainConfig(objective="mle"))).compute(
         {"token_ids": tf.constant(tokens), "padding_mask": tf.constant(mask)}, FixedLogits(logits), True)
 
     logp = np.take_along_axis(numpy_log_softmax(logits.astype(np.float64)), tokens[:, 1:, None], -1)[..., 0]
@@ -44,6 +44,6 @@ def test_mle_loss_and_metrics_match_numpy():
 
 
 def test_mle_summary_derives_perplexity_and_bits():
-    means = OBJECTIVES["mle"](TrainConfig()).summarize({"nll": 2.0})
+    means = OBJECTIVES["mle"](RunConfig()).summarize({"nll": 2.0})
     assert math.isclose(means["perplexity"], math.exp(2.0))
     assert math.isclose(means["bits_per_byte"], 2.0 / math.log(2))

@@ -97,9 +97,12 @@ def _stdlib_documents():
 
 
 def read_utf8(path):
-    """Text of `path`; a non-UTF-8 file is a UserError naming the file and line."""
-    with open(path, "rb") as f:
-        data = f.read()
+    """Text of `path`; a non-UTF-8 or unreadable file is a UserError naming the file (and line)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -108,8 +111,11 @@ def read_utf8(path):
 
 
 def _jsonl_documents(path, text_field):
-    with open(path, "rb") as f:
-        raw_lines = f.read().split(b"\n")
+    try:
+        with open(path, "rb") as f:
+            raw_lines = f.read().split(b"\n")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
     for number, raw in enumerate(raw_lines, start=1):
         if not raw.strip():
             continue

@@ -6,8 +6,9 @@ from tfpref.objectives.mle import MleObjective
 OBJECTIVES = {cls.name: cls for cls in (MleObjective, DenoisingObjective)}
 
 
-def build_objective(train_config):
-    return OBJECTIVES[train_config.objective](train_config)
+def build_objective(config):
+    """The objective `config.train.objective` names, for the RunConfig `config`."""
+    return OBJECTIVES[config.train.objective](config)
 
 
 __all__ = ["Objective", "ObjectiveOutput", "OBJECTIVES", "build_objective"]

@@ -27,7 +27,7 @@ class Objective:
     name = ""
 
     def __init__(self, config):
-        self.config = config
+        self.config = config  # the whole RunConfig: objectives may need data or model facts
         self.trainable_layers = []
 
     def compute(self, batch, model, training):

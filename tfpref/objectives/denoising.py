@@ -90,6 +90,10 @@ class DenoisingObjective(Objective):
 
     name = "denoising"
 
+    def __init__(self, config):
+        super().__init__(config)
+        self.rates = config.train
+
     def make_inputs(self, batch):
         """(token_ids, padding_mask, loss_mask) of the corrupted-then-original sequences."""
         token_ids = batch["token_ids"]
@@ -98,8 +102,8 @@ class DenoisingObjective(Objective):
         source = token_ids[:, :source_len]
         source_mask = batch["padding_mask"][:, :source_len]
         source = tf.where(source_mask, source, PAD_ID)
-        corrupted = corrupt(source, batch["sample_index"], self.config.mask_rate, self.config.delete_rate,
-                            self.config.shuffle_rate, self.config.span_length)
+        corrupted = corrupt(source, batch["sample_index"], self.rates.mask_rate, self.rates.delete_rate,
+                            self.rates.shuffle_rate, self.rates.span_length)
         batch_size = tf.shape(token_ids)[0]
         separator = tf.fill([batch_size, 1], RECONSTRUCT_ID)
         tail = length - 2 * source_len - 1

@@ -83,7 +83,7 @@ def build_trainer(config, show_progress=True):
 
     with strategy.scope():
         model = build_model(config.model, seed=config.train.seed)
-        objective = build_objective(config.train)
+        objective = build_objective(config)
         optimizer = make_optimizer(config.train)
         optimizer.build(model.trainable_variables + [
             v for layer in objective.trainable_layers for v in layer.trainable_variables])
