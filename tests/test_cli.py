@@ -154,3 +154,15 @@ def test_validate_raises_user_error_naming_the_flag(section, name, value, flag):
         config.validate()
     message = str(raised.value)
     assert flag in message and "\n" not in message, message
+
+
+def test_a_hand_edited_config_with_wrong_types_is_a_clear_error(tmp_path):
+    import json as json_module
+    from tfpref.config import RunConfig
+    from tfpref.errors import UserError
+
+    path = tmp_path / "config.json"
+    for broken in ({"model": {"d_model": "wide"}}, [1, 2], {"train": {"batch_size": True}}):
+        path.write_text(json_module.dumps(broken), encoding="utf-8")
+        with pytest.raises(UserError, match="config.json: cannot read run config"):
+            RunConfig.load(str(path))

@@ -88,7 +88,8 @@ class TrainConfig:
                 raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         _positive(self, "span_length")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise UserError(f"--mixed_precision: choose from {', '.join(MIXED_PRECISION)}")
+            raise UserError(f"--mixed_precision: unknown value '{self.mixed_precision}' "
+                            f"(choose from {', '.join(MIXED_PRECISION)})")
 
 
 @dataclass
@@ -105,7 +106,7 @@ class RuntimeConfig:
 
     def validate(self):
         if self.strategy not in STRATEGIES:
-            raise UserError(f"--strategy: choose from {', '.join(STRATEGIES)}")
+            raise UserError(f"--strategy: unknown strategy '{self.strategy}' (choose from {', '.join(STRATEGIES)})")
         _non_negative(self, "cpu_replicas")
         _positive(self, "checkpoint_every", "keep_checkpoints", "eval_every", "eval_batches",
                   "log_every", "max_bad_steps")
@@ -141,10 +142,16 @@ class RunConfig:
     def from_dict(cls, values):
         sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                     "runtime": RuntimeConfig}
+        if not isinstance(values, dict):
+            raise ValueError("expected a JSON object")
         kwargs = {"model_dir": values.get("model_dir", "")}
         for name, section_cls in sections.items():
-            known = {f.name for f in dataclasses.fields(section_cls)}
-            kwargs[name] = section_cls(**{k: v for k, v in values.get(name, {}).items() if k in known})
+            fields = {f.name: f for f in dataclasses.fields(section_cls)}
+            section = values.get(name, {})
+            for key, value in section.items():
+                if key in fields and not _has_type(value, fields[key].type):
+                    raise ValueError(f"field '{name}.{key}' should be {fields[key].type}, got {value!r}")
+            kwargs[name] = section_cls(**{k: v for k, v in section.items() if k in fields})
         return cls(**kwargs)
 
     @classmethod
@@ -152,7 +159,7 @@ class RunConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 return cls.from_dict(json.load(f))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, AttributeError) as e:
             raise UserError(f"{path}: cannot read run config ({e})") from None
 
 
@@ -179,6 +186,12 @@ def incompatible_fields(old, new):
     a, b = flatten(old.to_dict()), flatten(new.to_dict())
     a.pop("model_dir", None), b.pop("model_dir", None)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+
+
+def _has_type(value, type_name):
+    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(
+        type_name if isinstance(type_name, str) else type_name.__name__, object)
+    return isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, (int, float)))
 
 
 def config_path(model_dir):
