@@ -17,6 +17,7 @@ TRAIN_FLAGS = [
     ("data", "data", "Corpus: 'stdlib' (the running Python's standard library), a text file, a directory "
                      "or glob of text files, or a .jsonl file."),
     ("data", "text_field", "JSONL field that holds the text."),
+    ("data", "label_field", "JSONL field that holds the class label (--objective=classify)."),
     ("data", "seq_len", "Tokens (bytes) per training example."),
     ("data", "max_chunk_chars", "Longest chunk (segment) when cutting documents at top-level def/class."),
     ("model", "model", "Architecture: transformer or lstm."),
@@ -27,7 +28,8 @@ TRAIN_FLAGS = [
     ("model", "dropout", "Dropout rate on attention weights, residual branches and embeddings."),
     ("model", "tie_embeddings", "Share the input embedding matrix with the output projection."),
     ("train", "objective", "Training objective: mle (next-token cross-entropy) or denoising "
-                           "(reconstruct the original after a corrupted copy)."),
+                           "(reconstruct the original after a corrupted copy) or classify (a classifier head; "
+                           "labels from --label_field, PEP 8 clean/not clean for stdlib)."),
     ("train", "train_steps", "Optimizer steps in total (a resumed run continues up to this)."),
     ("train", "batch_size", "Global batch: examples per optimizer step over all replicas."),
     ("train", "grad_accum", "Micro-batches per step; batch_size is split into this many."),
@@ -43,6 +45,9 @@ TRAIN_FLAGS = [
     ("train", "delete_rate", "denoising: fraction of the source in spans deleted."),
     ("train", "shuffle_rate", "denoising: fraction of the source in spans shuffled in place."),
     ("train", "span_length", "denoising: tokens per corrupted span."),
+    ("train", "init_from", "Start from the latest checkpoint of this run directory (its model "
+                           "architecture is used)."),
+    ("train", "freeze_backbone", "Train only the objective's head; the language model stays fixed."),
     ("runtime", "strategy", "default (one device), mirrored (all local GPUs, or --cpu_replicas CPU "
                             "devices) or multi_worker (reads TF_CONFIG)."),
     ("runtime", "cpu_replicas", "With mirrored/multi_worker: split the CPU into N logical devices."),

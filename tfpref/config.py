@@ -23,6 +23,7 @@ MAX_TRANSFORMER_SEQ_LEN = 2048
 class DataConfig:
     data: str = "stdlib"          # "stdlib", a text file, a directory or glob of text files, or a .jsonl file
     text_field: str = "text"      # JSONL field holding the text
+    label_field: str = "label"    # JSONL field holding the class, for --objective=classify
     seq_len: int = 256            # tokens the model sees per example
     max_chunk_chars: int = 4096   # chunks (segments) are cut at top-level def/class, at most this long
 
@@ -72,6 +73,9 @@ class TrainConfig:
     delete_rate: float = 0.05
     shuffle_rate: float = 0.05
     span_length: int = 3
+    # fine-tuning: start from another run's weights; train only the objective's head
+    init_from: str = ""
+    freeze_backbone: bool = False
 
     def validate(self):
         from tfpref.objectives import OBJECTIVES  # late: objectives import TensorFlow
@@ -119,6 +123,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    classes: list = field(default_factory=list)  # derived: class names of a classification run
 
     def validate(self):
         for section in (self.data, self.model, self.train, self.runtime):
@@ -144,7 +149,7 @@ class RunConfig:
                     "runtime": RuntimeConfig}
         if not isinstance(values, dict):
             raise ValueError("expected a JSON object")
-        kwargs = {"model_dir": values.get("model_dir", "")}
+        kwargs = {"model_dir": values.get("model_dir", ""), "classes": list(values.get("classes", []))}
         for name, section_cls in sections.items():
             fields = {f.name: f for f in dataclasses.fields(section_cls)}
             section = values.get(name, {})
@@ -169,6 +174,7 @@ RESUMABLE_CHANGES = {
     "train.train_steps", "runtime.checkpoint_every", "runtime.keep_checkpoints",
     "runtime.eval_every", "runtime.eval_batches", "runtime.log_every", "runtime.max_bad_steps",
     "runtime.jit_compile", "runtime.strategy", "runtime.cpu_replicas",
+    "classes",  # derived from the data, which is compared itself; checked again when data loads
 }
 
 

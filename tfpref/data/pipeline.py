@@ -27,6 +27,7 @@ class TokenData:
     starts: np.ndarray    # int64 [num_examples]
     lengths: np.ndarray   # int32 [num_examples], each <= seq_len + 1
     seq_len: int
+    labels: np.ndarray = None  # int32 [num_examples] class ids, for classification data
 
     @property
     def num_examples(self):
@@ -43,7 +44,8 @@ def tokenize_chunks(chunks, tokenizer=None):
     return stream.astype(np.int32), starts, lengths
 
 
-def build_token_data(chunks, seq_len, packed=True, tokenizer=None):
+def build_token_data(chunks, seq_len, packed=True, tokenizer=None, labels=None):
+    """TokenData of `chunks`; `labels` (one class id per chunk) needs packed=False."""
     stream, chunk_starts, chunk_lengths = tokenize_chunks(chunks, tokenizer)
     if packed:
         count = max(0, (len(stream) - 1) // seq_len)
@@ -51,7 +53,8 @@ def build_token_data(chunks, seq_len, packed=True, tokenizer=None):
         lengths = np.full([count], seq_len + 1, dtype=np.int32)
     else:
         starts, lengths = chunk_starts, np.minimum(chunk_lengths, seq_len + 1).astype(np.int32)
-    return TokenData(stream, starts, lengths, seq_len)
+    labels = None if labels is None else np.asarray(labels, np.int32)
+    return TokenData(stream, starts, lengths, seq_len, labels)
 
 
 def batch_order(num_examples, steps, global_batch, seed):
@@ -97,13 +100,17 @@ def make_dataset(data, shares, sample_positions):
     lengths = tf.constant(data.lengths)
     offsets = tf.range(data.seq_len + 1, dtype=tf.int64)
     last = tf.cast(tf.size(stream) - 1, tf.int64)
+    labels = None if data.labels is None else tf.constant(data.labels)
 
     def gather(indices, sample_index):
         example_starts = tf.gather(starts, indices)[..., None]
         mask = offsets < tf.cast(tf.gather(lengths, indices), tf.int64)[..., None]
         positions = tf.minimum(example_starts + offsets, last)
         token_ids = tf.where(mask, tf.gather(stream, positions), PAD_ID)
-        return {"token_ids": token_ids, "padding_mask": mask, "sample_index": sample_index}
+        batch = {"token_ids": token_ids, "padding_mask": mask, "sample_index": sample_index}
+        if labels is not None:
+            batch["label"] = tf.gather(labels, indices)
+        return batch
 
     dataset = tf.data.Dataset.from_tensor_slices((shares, sample_positions))
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)

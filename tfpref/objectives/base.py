@@ -30,6 +30,16 @@ class Objective:
         self.config = config  # the whole RunConfig: objectives may need data or model facts
         self.trainable_layers = []
 
+    # Data the objective trains on: packed windows of a corpus, or one padded example per chunk
+    # with a class label (classification).
+    packed = True
+    needs_labels = False
+
+    def trainable_variables(self, model):
+        """What the optimizer updates: the model (unless --freeze_backbone) and the objective's layers."""
+        backbone = [] if self.config.train.freeze_backbone else model.trainable_variables
+        return backbone + [v for layer in self.trainable_layers for v in layer.trainable_variables]
+
     def compute(self, batch, model, training):
         """ObjectiveOutput for `batch` ({'token_ids', 'padding_mask', ...}, one micro-batch)."""
         raise NotImplementedError

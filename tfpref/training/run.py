@@ -19,7 +19,7 @@ from tfpref.data.pipeline import build_token_data
 from tfpref.errors import UserError
 from tfpref.models import build_model
 from tfpref.objectives import build_objective
-from tfpref.training.checkpoints import Checkpointer
+from tfpref.training.checkpoints import Checkpointer, restore_weights
 from tfpref.training.optimization import DynamicLossScale, make_optimizer
 from tfpref.training.strategy import is_chief, make_strategy
 from tfpref.training.summaries import RunLogger
@@ -52,8 +52,43 @@ def set_precision_policy(mixed_precision):
     return mixed_precision == "fp16"
 
 
+def adopt_init_from(config):
+    """--init_from: the new run uses the source run's model architecture."""
+    source_dir = config.train.init_from
+    if not source_dir:
+        return
+    if not os.path.exists(config_path(source_dir)):
+        raise UserError(f"--init_from {source_dir}: not a run directory (no config.json)")
+    config.model = RunConfig.load(config_path(source_dir)).model
+
+
+def load_labeled_token_data(config):
+    """Padded, labelled examples for classification; fills config.classes from the training split."""
+    from tfpref.data.labeled import load_labeled_splits
+
+    splits, classes = load_labeled_splits(config.data)
+    if config.classes and config.classes != classes:
+        raise UserError(f"--data {config.data.data}: classes {classes} differ from the run's {config.classes}")
+    config.classes = classes
+    class_ids = {name: i for i, name in enumerate(classes)}
+
+    def token_data(split):
+        texts, labels = splits[split]
+        known = [(t, class_ids[l]) for t, l in zip(texts, labels) if l in class_ids]
+        if not known:
+            return None
+        return build_token_data([t for t, _ in known], config.data.seq_len, packed=False,
+                                labels=[l for _, l in known])
+
+    return token_data("train"), token_data("validation")
+
+
 def load_token_data(config):
     """(train TokenData, validation TokenData or None), packed to seq_len."""
+    from tfpref.objectives import OBJECTIVES
+
+    if OBJECTIVES[config.train.objective].needs_labels:
+        return load_labeled_token_data(config)
     data = config.data
     splits = load_splits(data.data, data.text_field, data.max_chunk_chars)
     if not splits["train"]:
@@ -71,6 +106,7 @@ def build_trainer(config, show_progress=True):
     Writes `<model_dir>/config.json` (chief only), after every input has been read successfully.
     """
     config.validate()
+    adopt_init_from(config)
     resuming = check_run_dir(config)
     strategy = make_strategy(config.runtime)
     if config.train.batch_size % (config.train.grad_accum * strategy.num_replicas_in_sync):
@@ -85,8 +121,7 @@ def build_trainer(config, show_progress=True):
         model = build_model(config.model, seed=config.train.seed)
         objective = build_objective(config)
         optimizer = make_optimizer(config.train)
-        optimizer.build(model.trainable_variables + [
-            v for layer in objective.trainable_layers for v in layer.trainable_variables])
+        optimizer.build(objective.trainable_variables(model))
         loss_scale = DynamicLossScale(enabled=loss_scaling)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
@@ -95,6 +130,8 @@ def build_trainer(config, show_progress=True):
                                 layers=[model, *objective.trainable_layers], optimizer=optimizer,
                                 step=step, loss_scale=loss_scale)
     restored = checkpointer.restore_latest() if resuming else None
+    if not restored and config.train.init_from:
+        print(f"Initialising from {restore_weights([model], config.train.init_from)}", flush=True)
 
     logger = RunLogger(config.model_dir, config.train.train_steps, chief, show_progress)
     if chief:  # only now, with data and models in hand, is anything written to the run directory

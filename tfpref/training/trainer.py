@@ -42,8 +42,7 @@ class Trainer:
         self.logger, self.checkpointer = logger, checkpointer
         self.global_batch = config.train.batch_size
         self.grad_accum = config.train.grad_accum
-        self.variables = model.trainable_variables + [
-            v for layer in objective.trainable_layers for v in layer.trainable_variables]
+        self.variables = objective.trainable_variables(model)
         jit = config.runtime.jit_compile and not several_replicas_on_cpu(strategy)
         self._replica_gradients = tf.function(self._gradients_on_replica, jit_compile=jit)
         self._replica_eval = tf.function(self._eval_on_replica, jit_compile=jit)

@@ -1,0 +1,1 @@
+"""Scorers: text -> misalignment (lower is better)."""
