@@ -152,5 +152,37 @@ def _train(argv):
     return 0
 
 
+def build_evaluate_parser():
+    parser = _OneLineErrorParser(
+        prog="evaluate.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Evaluate a run directory's latest checkpoint on a held-out split. The model, data "
+                    "and objective come from the run's config.json. Writes <model_dir>/eval/metrics.json "
+                    "and TensorBoard scalars under <model_dir>/eval.")
+    parser.add_argument("--model_dir", required=True, help="Run directory to evaluate.")
+    parser.add_argument("--split", default="validation", choices=["validation", "test"],
+                        help="Held-out split.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Examples per evaluation batch.")
+    parser.add_argument("--max_batches", type=int, default=None, help="Stop after this many batches.")
+    parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's own log output.")
+    parser.add_argument("--debug", action="store_true", help="Show a traceback on errors.")
+    return parser
+
+
+def _evaluate(argv):
+    args = build_evaluate_parser().parse_args(argv)
+    if args.batch_size <= 0:
+        raise UserError(f"--batch_size must be positive, got {args.batch_size}")
+    from tfpref.evaluation.run import evaluate_run, format_report
+
+    report = evaluate_run(args.model_dir, args.split, args.batch_size, args.max_batches)
+    print(format_report(report))
+    print(f"Written: {os.path.join(args.model_dir, 'eval', 'metrics.json')}")
+    return 0
+
+
+def evaluate_main(argv=None):
+    return run_cli(_evaluate, sys.argv[1:] if argv is None else argv)
+
+
 def train_main(argv=None):
     return run_cli(_train, sys.argv[1:] if argv is None else argv)

@@ -88,13 +88,8 @@ def replica_shares(order, grad_accum, num_replicas, pipeline_id, num_pipelines):
     return np.ascontiguousarray(mine.transpose(0, 2, 1, 3)).reshape(steps * local, grad_accum, micro)
 
 
-def make_dataset(data, shares, sample_positions):
-    """tf.data.Dataset yielding {'token_ids', 'padding_mask', 'sample_index'} for each row of `shares`.
-
-    `sample_positions` (same shape as `shares`) is each draw's position in the whole run's sample
-    order, step * global_batch + row: a stable per-example seed for objectives that corrupt or
-    sample, the same on resume and on any number of replicas.
-    """
+def example_gatherer(data):
+    """fn(example indices, sample positions) -> batch dict, for TokenData `data` (any index shape)."""
     stream = tf.constant(data.stream)
     starts = tf.constant(data.starts)
     lengths = tf.constant(data.lengths)
@@ -112,8 +107,18 @@ def make_dataset(data, shares, sample_positions):
             batch["label"] = tf.gather(labels, indices)
         return batch
 
+    return gather
+
+
+def make_dataset(data, shares, sample_positions):
+    """tf.data.Dataset yielding {'token_ids', 'padding_mask', 'sample_index'} for each row of `shares`.
+
+    `sample_positions` (same shape as `shares`) is each draw's position in the whole run's sample
+    order, step * global_batch + row: a stable per-example seed for objectives that corrupt or
+    sample, the same on resume and on any number of replicas.
+    """
     dataset = tf.data.Dataset.from_tensor_slices((shares, sample_positions))
-    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(example_gatherer(data), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

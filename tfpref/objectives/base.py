@@ -40,6 +40,10 @@ class Objective:
         backbone = [] if self.config.train.freeze_backbone else model.trainable_variables
         return backbone + [v for layer in self.trainable_layers for v in layer.trainable_variables]
 
+    def logits(self, batch, model, training):
+        """Class logits [batch, classes], for objectives with `needs_labels`."""
+        raise NotImplementedError
+
     def compute(self, batch, model, training):
         """ObjectiveOutput for `batch` ({'token_ids', 'padding_mask', ...}, one micro-batch)."""
         raise NotImplementedError

@@ -23,12 +23,12 @@ def rng_states(*layers):
     return {str(i): v for i, v in enumerate(states)}
 
 
-def restore_weights(layers, run_dir):
-    """Load `layers`' weights from the latest checkpoint of `run_dir` (for --init_from)."""
+def restore_weights(layers, run_dir, flag="--init_from"):
+    """Load `layers`' weights from the latest checkpoint of `run_dir`; returns the checkpoint path."""
     path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     if path is None:
         from tfpref.errors import UserError
-        raise UserError(f"--init_from {run_dir}: no checkpoint found")
+        raise UserError(f"{flag} {run_dir}: no checkpoint found")
     status = tf.train.Checkpoint(weights=weights_by_path(*layers)).restore(path)
     status.assert_existing_objects_matched()  # every weight of the model was in the checkpoint
     status.expect_partial()  # the optimizer and the rest are not wanted

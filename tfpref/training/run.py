@@ -62,7 +62,7 @@ def adopt_init_from(config):
     config.model = RunConfig.load(config_path(source_dir)).model
 
 
-def load_labeled_token_data(config):
+def load_labeled_token_data(config, wanted):
     """Padded, labelled examples for classification; fills config.classes from the training split."""
     from tfpref.data.labeled import load_labeled_splits
 
@@ -80,24 +80,22 @@ def load_labeled_token_data(config):
         return build_token_data([t for t, _ in known], config.data.seq_len, packed=False,
                                 labels=[l for _, l in known])
 
-    return token_data("train"), token_data("validation")
+    return {split: token_data(split) for split in wanted}
 
 
-def load_token_data(config):
-    """(train TokenData, validation TokenData or None), packed to seq_len."""
+def load_token_data(config, wanted=("train", "validation")):
+    """{split: TokenData or None} for the `wanted` splits, shaped as the objective needs."""
     from tfpref.objectives import OBJECTIVES
 
     if OBJECTIVES[config.train.objective].needs_labels:
-        return load_labeled_token_data(config)
+        return load_labeled_token_data(config, wanted)
     data = config.data
     splits = load_splits(data.data, data.text_field, data.max_chunk_chars)
-    if not splits["train"]:
-        raise UserError(f"--data {data.data}: no text falls in the training split")
-    train_data = build_token_data(splits["train"], data.seq_len)
-    if train_data.num_examples == 0:
+    loaded = {split: build_token_data(splits[split], data.seq_len) if splits[split] else None
+              for split in wanted}
+    if "train" in wanted and (loaded["train"] is None or loaded["train"].num_examples == 0):
         raise UserError(f"--data {data.data}: fewer than --seq_len {data.seq_len} + 1 training tokens")
-    validation = build_token_data(splits["validation"], data.seq_len) if splits["validation"] else None
-    return train_data, validation
+    return loaded
 
 
 def build_trainer(config, show_progress=True):
@@ -113,7 +111,8 @@ def build_trainer(config, show_progress=True):
         raise UserError(f"--batch_size {config.train.batch_size} is not divisible by --grad_accum "
                         f"{config.train.grad_accum} x {strategy.num_replicas_in_sync} replicas")
     chief = is_chief(strategy)
-    train_data, eval_data = load_token_data(config)
+    loaded = load_token_data(config)
+    train_data, eval_data = loaded["train"], loaded["validation"]
     loss_scaling = set_precision_policy(config.train.mixed_precision)
     keras.utils.set_random_seed(config.train.seed)
 

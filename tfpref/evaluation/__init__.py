@@ -1,0 +1,1 @@
+"""Evaluation of trained runs: held-out metrics, classification reports, reports on disk."""

@@ -1,0 +1,110 @@
+"""Evaluate a run directory on a held-out split: the library entry point behind evaluate.py.
+
+Example:
+    >>> from tfpref.evaluation.run import evaluate_run
+    >>> metrics = evaluate_run("logs/transformer-mle", split="test")
+"""
+import json
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfpref.config import RunConfig, config_path
+from tfpref.data.pipeline import example_gatherer
+from tfpref.errors import UserError
+from tfpref.evaluation.metrics import classification_report
+from tfpref.models import build_model
+from tfpref.objectives import build_objective
+from tfpref.training.checkpoints import restore_weights
+from tfpref.training.run import load_token_data
+
+METRICS_FILE = "metrics.json"
+
+
+def load_run(model_dir):
+    """(config, model, objective, checkpoint path) of a run directory, weights restored."""
+    if not os.path.exists(config_path(model_dir)):
+        raise UserError(f"--model_dir {model_dir}: not a run directory (no config.json)")
+    config = RunConfig.load(config_path(model_dir))
+    config.model_dir = model_dir
+    model = build_model(config.model)
+    objective = build_objective(config)
+    checkpoint = restore_weights([model, *objective.trainable_layers], model_dir, flag="--model_dir")
+    return config, model, objective, checkpoint
+
+
+def _batches(data, batch_size):
+    """Every example of `data` once, in order, the last batch possibly smaller."""
+    indices = tf.data.Dataset.range(data.num_examples).batch(batch_size)
+    return indices.map(lambda i: example_gatherer(data)(i, i)).prefetch(2)
+
+
+def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None):
+    """Metrics of the run's latest checkpoint on `split`, written to <model_dir>/eval/."""
+    config, model, objective, checkpoint = load_run(model_dir)
+    data = load_token_data(config, (split,))[split]
+    if data is None or data.num_examples == 0:
+        raise UserError(f"--split {split}: no {split} examples in {config.data.data}")
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def evaluate_batch(batch):
+        output = objective.compute(batch, model, training=False)
+        sums = {"loss": (tf.reduce_sum(output.losses), tf.cast(tf.size(output.losses), tf.float32))}
+        sums.update(output.metrics)
+        predictions = (tf.argmax(objective.logits(batch, model, False), -1, output_type=tf.int32)
+                       if objective.needs_labels else tf.zeros([0], tf.int32))
+        return sums, predictions
+
+    totals, predictions, labels, examples = {}, [], [], 0
+    for i, batch in enumerate(_batches(data, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            break
+        examples += int(batch["token_ids"].shape[0])
+        sums, batch_predictions = evaluate_batch(batch)
+        for name, (numerator, denominator) in sums.items():
+            previous = totals.get(name, (0.0, 0.0))
+            totals[name] = (previous[0] + float(numerator), previous[1] + float(denominator))
+        predictions.append(batch_predictions.numpy())
+        if "label" in batch:
+            labels.append(batch["label"].numpy())
+    metrics = objective.summarize({name: n / d for name, (n, d) in totals.items() if d > 0})
+    report = {"split": split, "checkpoint": os.path.basename(checkpoint),
+              "step": int(checkpoint.rsplit("-", 1)[-1]), "examples": examples, "metrics": metrics}
+    if objective.needs_labels:
+        class_report, matrix = classification_report(np.concatenate(labels), np.concatenate(predictions),
+                                                     config.classes)
+        metrics.update(class_report)
+        report["classes"] = config.classes
+        report["confusion_matrix"] = matrix.tolist()
+    write_report(model_dir, report)
+    return report
+
+
+def write_report(model_dir, report):
+    """metrics.json under <model_dir>/eval, and the same scalars in TensorBoard."""
+    directory = os.path.join(model_dir, "eval")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, METRICS_FILE), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    writer = tf.summary.create_file_writer(directory)
+    with writer.as_default(step=report["step"]):
+        for name, value in report["metrics"].items():
+            if math.isfinite(value):
+                tf.summary.scalar(f"{report['split']}/{name}", value)
+    writer.close()
+
+
+def format_report(report):
+    """A readable table of a report."""
+    rows = [f"{name:<28} {value:>10.4f}" for name, value in report["metrics"].items()]
+    lines = [f"{report['split']} split, {report['examples']} examples, {report['checkpoint']}", *rows]
+    if "confusion_matrix" in report:
+        names = report["classes"]
+        width = max(len(n) for n in names) + 2
+        lines.append("confusion matrix (rows: true, columns: predicted)")
+        lines.append(" " * width + "".join(f"{n:>{width}}" for n in names))
+        for name, row in zip(names, report["confusion_matrix"]):
+            lines.append(f"{name:<{width}}" + "".join(f"{count:>{width}}" for count in row))
+    return "\n".join(lines)
