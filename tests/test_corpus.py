@@ -1,6 +1,5 @@
 import os
 
-import pytest
 
 from tfpref.data import corpus
 from tfpref.data.corpus import chunk_text, load_documents, load_splits, split_of

@@ -110,7 +110,8 @@ def read_utf8(path):
         raise UserError(f"{location(path, line)}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
 
 
-def _jsonl_documents(path, text_field):
+def jsonl_records(path):
+    """(line number, object) for each non-blank line of a JSONL file; bad lines are UserErrors."""
     try:
         with open(path, "rb") as f:
             raw_lines = f.read().split(b"\n")
@@ -129,6 +130,11 @@ def _jsonl_documents(path, text_field):
             raise UserError(f"{location(path, number)}: malformed JSON ({e.msg})") from None
         if not isinstance(record, dict):
             raise UserError(f"{location(path, number)}: expected a JSON object, got {type(record).__name__}")
+        yield number, record
+
+
+def _jsonl_documents(path, text_field):
+    for number, record in jsonl_records(path):
         if text_field not in record:
             raise UserError(f"{location(path, number, text_field)} is missing (set --text_field)")
         text = record[text_field]

@@ -3,9 +3,7 @@
 With `--data stdlib` each chunk of the standard library is labelled `pep8_clean` (no pycodestyle
 violation) or `pep8_violations`, so classification works offline with no labelled file.
 """
-import json
-
-from tfpref.data.corpus import chunk_text, load_splits, split_of
+from tfpref.data.corpus import chunk_text, jsonl_records, load_splits, split_of
 from tfpref.errors import UserError, location
 
 PEP8_CLASSES = ("pep8_clean", "pep8_violations")
@@ -17,23 +15,8 @@ def pep8_labels(chunks):
     return [PEP8_CLASSES[count > 0] for count in pep8_violations_many(chunks)]
 
 
-def _jsonl_records(path, text_field, label_field):
-    try:
-        with open(path, "rb") as f:
-            raw_lines = f.read().split(b"\n")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise UserError(f"{location(path, number)}: not valid UTF-8") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{location(path, number)}: malformed JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{location(path, number)}: expected a JSON object")
+def _labeled_records(path, text_field, label_field):
+    for number, record in jsonl_records(path):
         for field, kinds in ((text_field, (str,)), (label_field, (str, int))):
             if field not in record:
                 raise UserError(f"{location(path, number, field)} is missing")
@@ -51,7 +34,7 @@ def load_labeled_splits(data_config):
         for name, chunks in chunk_splits.items():
             splits[name] = (chunks, pep8_labels(chunks))
     elif data_config.data.endswith(".jsonl"):
-        for number, text, label in _jsonl_records(data_config.data, data_config.text_field,
+        for number, text, label in _labeled_records(data_config.data, data_config.text_field,
                                                   data_config.label_field):
             for chunk in chunk_text(text, data_config.max_chunk_chars)[:1]:  # one example per record
                 texts, labels = splits[split_of(f"line:{number}")]

@@ -2,11 +2,12 @@
 import keras
 import tensorflow as tf
 
-from tfpref.models.layers import CausalSelfAttention, attention_mask, init_normal
+from tfpref.models.base import CausalLM
+from tfpref.models.layers import CausalSelfAttention, attention_mask
 
 
 @keras.saving.register_keras_serializable(package="tfpref")
-class LstmLM(keras.Model):
+class LstmLM(CausalLM):
     """`model(token_ids, padding_mask) -> logits` [batch, time, vocab], float32.
 
     The LSTM stack carries order; one causal attention layer over its states lets each position
@@ -26,13 +27,8 @@ class LstmLM(keras.Model):
 
     def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim=None, dropout=0.0,
                  tie_embeddings=True, max_seq_len=None, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.vocab_size, self.d_model, self.num_layers = vocab_size, d_model, num_layers
-        self.num_heads, self.ff_dim, self.dropout = num_heads, ff_dim, dropout
-        self.tie_embeddings, self.max_seq_len, self.seed = tie_embeddings, max_seq_len, seed
-        self.embedding = keras.layers.ReversibleEmbedding(
-            vocab_size, d_model, tie_weights=tie_embeddings, embeddings_initializer=init_normal(),
-            name="embedding")
+        super().__init__(vocab_size, d_model, num_layers, num_heads, ff_dim, dropout, tie_embeddings,
+                         max_seq_len, seed, **kwargs)
         self.lstms = [keras.layers.LSTM(d_model, return_sequences=True, return_state=True,
                                         name=f"lstm_{i}") for i in range(num_layers)]
         self.between_dropout = keras.layers.Dropout(dropout, seed=seed)
@@ -68,15 +64,3 @@ class LstmLM(keras.Model):
         mask = attention_mask(tf.shape(token_ids)[1], padding_mask)
         x = x + self.attention(self.attention_norm(x), mask, training=training)
         return self.final_norm(x)
-
-    def logits_from_hidden(self, hidden):
-        return tf.cast(self.embedding(hidden, reverse=True), tf.float32)
-
-    def call(self, token_ids, padding_mask=None, training=False):
-        return self.logits_from_hidden(self.hidden_states(token_ids, padding_mask, training=training))
-
-    def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,
-                "num_layers": self.num_layers, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
-                "dropout": self.dropout, "tie_embeddings": self.tie_embeddings,
-                "max_seq_len": self.max_seq_len, "seed": self.seed}

@@ -4,11 +4,12 @@ import math
 import keras
 import tensorflow as tf
 
-from tfpref.models.layers import TransformerBlock, attention_mask, init_normal, sinusoidal_positions
+from tfpref.models.base import CausalLM
+from tfpref.models.layers import TransformerBlock, attention_mask, sinusoidal_positions
 
 
 @keras.saving.register_keras_serializable(package="tfpref")
-class TransformerLM(keras.Model):
+class TransformerLM(CausalLM):
     """`model(token_ids, padding_mask) -> logits` [batch, time, vocab], float32.
 
     Args:
@@ -26,13 +27,8 @@ class TransformerLM(keras.Model):
 
     def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim, dropout=0.0,
                  tie_embeddings=True, max_seq_len=2048, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.vocab_size, self.d_model, self.num_layers = vocab_size, d_model, num_layers
-        self.num_heads, self.ff_dim, self.dropout = num_heads, ff_dim, dropout
-        self.tie_embeddings, self.max_seq_len, self.seed = tie_embeddings, max_seq_len, seed
-        self.embedding = keras.layers.ReversibleEmbedding(
-            vocab_size, d_model, tie_weights=tie_embeddings, embeddings_initializer=init_normal(),
-            name="embedding")
+        super().__init__(vocab_size, d_model, num_layers, num_heads, ff_dim, dropout, tie_embeddings,
+                         max_seq_len, seed, **kwargs)
         self.embedding_dropout = keras.layers.Dropout(dropout, seed=seed)
         self.blocks = [TransformerBlock(d_model, num_heads, ff_dim, dropout, num_layers,
                                         None if seed is None else seed + 2 * (i + 1), name=f"block_{i}")
@@ -60,15 +56,3 @@ class TransformerLM(keras.Model):
         for block in self.blocks:
             x = block(x, mask, training=training)
         return self.final_norm(x)
-
-    def logits_from_hidden(self, hidden):
-        return tf.cast(self.embedding(hidden, reverse=True), tf.float32)
-
-    def call(self, token_ids, padding_mask=None, training=False):
-        return self.logits_from_hidden(self.hidden_states(token_ids, padding_mask, training=training))
-
-    def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,
-                "num_layers": self.num_layers, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
-                "dropout": self.dropout, "tie_embeddings": self.tie_embeddings,
-                "max_seq_len": self.max_seq_len, "seed": self.seed}

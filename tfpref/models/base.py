@@ -1,0 +1,40 @@
+"""What every tfpref language model shares: its constructor arguments, logits and config."""
+import keras
+import tensorflow as tf
+
+from tfpref.models.layers import init_normal
+
+
+class CausalLM(keras.Model):
+    """Base of the language models: `model(token_ids, padding_mask) -> logits` [batch, time, vocab].
+
+    Subclasses build their layers after calling this constructor (which creates the embedding) and
+    implement `hidden_states`; logits come from the (optionally tied) embedding matrix, in float32
+    whatever the compute dtype.
+    """
+
+    def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim=None, dropout=0.0,
+                 tie_embeddings=True, max_seq_len=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.d_model, self.num_layers = vocab_size, d_model, num_layers
+        self.num_heads, self.ff_dim, self.dropout = num_heads, ff_dim, dropout
+        self.tie_embeddings, self.max_seq_len, self.seed = tie_embeddings, max_seq_len, seed
+        self.embedding = keras.layers.ReversibleEmbedding(
+            vocab_size, d_model, tie_weights=tie_embeddings, embeddings_initializer=init_normal(),
+            name="embedding")
+
+    def hidden_states(self, token_ids, padding_mask=None, training=False):
+        """[batch, time, d_model] final-normalised states."""
+        raise NotImplementedError
+
+    def logits_from_hidden(self, hidden):
+        return tf.cast(self.embedding(hidden, reverse=True), tf.float32)
+
+    def call(self, token_ids, padding_mask=None, training=False):
+        return self.logits_from_hidden(self.hidden_states(token_ids, padding_mask, training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,
+                "num_layers": self.num_layers, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
+                "dropout": self.dropout, "tie_embeddings": self.tie_embeddings,
+                "max_seq_len": self.max_seq_len, "seed": self.seed}
