@@ -30,7 +30,8 @@ def tiny_config(model_dir, data, **overrides):
     config.train.train_steps = 6
     config.runtime.eval_batches, config.runtime.log_every = 2, 2
     for key, value in overrides.items():
-        section = next(s for s in (config.data, config.model, config.train, config.runtime) if hasattr(s, key))
+        section = next(s for s in (config.data, config.model, config.train, config.feedback, config.runtime)
+                       if hasattr(s, key))
         setattr(section, key, value)
     return config
 

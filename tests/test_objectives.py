@@ -38,9 +38,11 @@ def test_mle_loss_and_metrics_match_numpy():
     logp = np.take_along_axis(numpy_log_softmax(logits.astype(np.float64)), tokens[:, 1:, None], -1)[..., 0]
     nll = -(logp * mask[:, 1:]).sum(1)
     np.testing.assert_allclose(output.losses, nll / (length - 1), rtol=1e-5)
+    # The nll metric counts text targets only: ids 3..15 are control tokens (inputs, not text).
+    text = mask[:, 1:] & ((tokens[:, 1:] < 3) | (tokens[:, 1:] >= 16))
     numerator, denominator = output.metrics["nll"]
-    np.testing.assert_allclose(numerator, nll.sum(), rtol=1e-5)
-    assert float(denominator) == mask[:, 1:].sum()
+    np.testing.assert_allclose(numerator, -(logp * text).sum(), rtol=1e-5)
+    assert float(denominator) == text.sum()
 
 
 def test_mle_summary_derives_perplexity_and_bits():

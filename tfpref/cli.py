@@ -27,9 +27,12 @@ TRAIN_FLAGS = [
     ("model", "ff_dim", "Feed-forward width of a transformer block."),
     ("model", "dropout", "Dropout rate on attention weights, residual branches and embeddings."),
     ("model", "tie_embeddings", "Share the input embedding matrix with the output projection."),
-    ("train", "objective", "Training objective: mle (next-token cross-entropy) or denoising "
-                           "(reconstruct the original after a corrupted copy) or classify (a classifier head; "
-                           "labels from --label_field, PEP 8 clean/not clean for stdlib)."),
+    ("train", "objective", "Training objective: mle (next-token cross-entropy), denoising "
+                           "(reconstruct the original after a corrupted copy), classify (a classifier head; "
+                           "labels from --label_field, PEP 8 clean/not clean for stdlib), or one of the "
+                           "pretraining-with-feedback objectives on --scorer's scores: filter, conditional "
+                           "(<|aligned|>/<|misaligned|> control tokens), unlikelihood, rwr, awr, "
+                           "preference_vector."),
     ("train", "train_steps", "Optimizer steps in total (a resumed run continues up to this)."),
     ("train", "batch_size", "Global batch: examples per optimizer step over all replicas."),
     ("train", "grad_accum", "Micro-batches per step; batch_size is split into this many."),
@@ -48,6 +51,18 @@ TRAIN_FLAGS = [
     ("train", "init_from", "Start from the latest checkpoint of this run directory (its model "
                            "architecture is used)."),
     ("train", "freeze_backbone", "Train only the objective's head; the language model stays fixed."),
+    ("feedback", "scorer", "Misalignment scorer for the feedback objectives and evaluate.py: pep8 "
+                           "(pycodestyle violations per character), profanity or pii (pip install -e "
+                           "'.[scorers]'), or package.module:function (texts -> floats, lower is better)."),
+    ("feedback", "segment", "What one score covers: document, chunk (a top-level def/class) or line."),
+    ("feedback", "threshold", "conditional / unlikelihood: a segment is aligned when its score is at most this."),
+    ("feedback", "drop_control_fraction", "conditional: fraction of training segments given no control token."),
+    ("feedback", "filter_threshold", "filter: drop training segments scoring above this."),
+    ("feedback", "filter_percentile", "filter: if > 0, drop training segments above this percentile of "
+                                      "the training scores instead."),
+    ("feedback", "ul_alpha", "unlikelihood: weight of -log(1 - p) on tokens of misaligned segments."),
+    ("feedback", "beta", "rwr / awr: temperature of the weights exp(reward / beta), exp(advantage / beta)."),
+    ("feedback", "awr_alpha", "awr: weight of the weighted LM loss; 1 - awr_alpha weighs the value loss."),
     ("runtime", "strategy", "default (one device), mirrored (all local GPUs, or --cpu_replicas CPU "
                             "devices) or multi_worker (reads TF_CONFIG)."),
     ("runtime", "cpu_replicas", "With mirrored/multi_worker: split the CPU into N logical devices."),

@@ -97,6 +97,37 @@ class TrainConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    """Pretraining with human feedback (Korbak et al. 2023); defaults are the paper's PEP8 values."""
+    scorer: str = "pep8"              # pep8, profanity, pii, or package.module:function
+    segment: str = "line"             # what one score covers: document, chunk or line
+    threshold: float = 0.0            # a segment is aligned when its score <= this (conditional, unlikelihood)
+    drop_control_fraction: float = 0.1  # conditional: train segments left without a control token
+    filter_threshold: float = 0.002361  # filter: drop training segments scoring above this
+    filter_percentile: float = 0.0    # filter: if > 0, drop segments above this percentile instead
+    ul_alpha: float = 0.01            # unlikelihood: weight of -log(1 - p) on misaligned tokens
+    beta: float = 1.0                 # rwr / awr: temperature of the exponential weights
+    awr_alpha: float = 0.05           # awr: weight of the weighted LM loss against the value loss
+
+    def validate(self):
+        from tfpref.data.scored import GRANULARITIES
+
+        if not self.scorer:
+            raise UserError("--scorer: must not be empty")
+        if self.segment not in GRANULARITIES:
+            raise UserError(f"--segment: unknown granularity '{self.segment}' "
+                            f"(choose from {', '.join(GRANULARITIES)})")
+        if not 0.0 <= self.drop_control_fraction < 1.0:
+            raise UserError(f"--drop_control_fraction must be in [0, 1), got {self.drop_control_fraction}")
+        if not 0.0 <= self.filter_percentile <= 100.0:
+            raise UserError(f"--filter_percentile must be in [0, 100], got {self.filter_percentile}")
+        if not 0.0 <= self.awr_alpha <= 1.0:
+            raise UserError(f"--awr_alpha must be in [0, 1], got {self.awr_alpha}")
+        _positive(self, "beta")
+        _non_negative(self, "ul_alpha", "threshold", "filter_threshold")
+
+
+@dataclass
 class RuntimeConfig:
     strategy: str = "default"
     cpu_replicas: int = 0         # >0: split the CPU into N logical devices for the mirrored strategy
@@ -123,11 +154,12 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     classes: list = field(default_factory=list)  # derived: class names of a classification run
 
     def validate(self):
-        for section in (self.data, self.model, self.train, self.runtime):
+        for section in (self.data, self.model, self.train, self.feedback, self.runtime):
             section.validate()
         if not self.model_dir:
             raise UserError("--model_dir: must not be empty")
@@ -147,7 +179,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values):
         sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-                    "runtime": RuntimeConfig}
+                    "feedback": FeedbackConfig, "runtime": RuntimeConfig}
         if not isinstance(values, dict):
             raise ValueError("expected a JSON object")
         kwargs = {"model_dir": values.get("model_dir", ""), "classes": list(values.get("classes", []))}

@@ -191,9 +191,15 @@ def load_documents(data, text_field="text", max_chunk_chars=4096):
     return documents
 
 
-def load_splits(data, text_field="text", max_chunk_chars=4096):
-    """{split: [chunk text, ...]} for train, validation and test."""
+def load_split_documents(data, text_field="text", max_chunk_chars=4096):
+    """{split: [[chunk text, ...] of each document, ...]} for train, validation and test."""
     splits = {name: [] for name in SPLITS}
     for document in load_documents(data, text_field, max_chunk_chars):
-        splits[split_of(document.key)].extend(chunk_text(document.text, max_chunk_chars))
+        splits[split_of(document.key)].append(chunk_text(document.text, max_chunk_chars))
     return splits
+
+
+def load_splits(data, text_field="text", max_chunk_chars=4096):
+    """{split: [chunk text, ...]} for train, validation and test."""
+    return {name: [chunk for chunks in documents for chunk in chunks]
+            for name, documents in load_split_documents(data, text_field, max_chunk_chars).items()}

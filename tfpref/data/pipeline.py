@@ -28,6 +28,8 @@ class TokenData:
     lengths: np.ndarray   # int32 [num_examples], each <= seq_len + 1
     seq_len: int
     labels: np.ndarray = None  # int32 [num_examples] class ids, for classification data
+    scores: np.ndarray = None  # float32 [num_tokens] misalignment of each token's segment (feedback data)
+    segment_lengths: np.ndarray = None  # int32 [num_tokens] bytes in each token's segment
 
     @property
     def num_examples(self):
@@ -44,13 +46,17 @@ def tokenize_chunks(chunks, tokenizer=None):
     return stream.astype(np.int32), starts, lengths
 
 
+def pack_windows(num_tokens, seq_len):
+    """(starts, lengths) of consecutive seq_len + 1 windows overlapping by one token."""
+    count = max(0, (num_tokens - 1) // seq_len)
+    return np.arange(count, dtype=np.int64) * seq_len, np.full([count], seq_len + 1, dtype=np.int32)
+
+
 def build_token_data(chunks, seq_len, packed=True, tokenizer=None, labels=None):
     """TokenData of `chunks`; `labels` (one class id per chunk) needs packed=False."""
     stream, chunk_starts, chunk_lengths = tokenize_chunks(chunks, tokenizer)
     if packed:
-        count = max(0, (len(stream) - 1) // seq_len)
-        starts = np.arange(count, dtype=np.int64) * seq_len
-        lengths = np.full([count], seq_len + 1, dtype=np.int32)
+        starts, lengths = pack_windows(len(stream), seq_len)
     else:
         starts, lengths = chunk_starts, np.minimum(chunk_lengths, seq_len + 1).astype(np.int32)
     labels = None if labels is None else np.asarray(labels, np.int32)
@@ -96,6 +102,8 @@ def example_gatherer(data):
     offsets = tf.range(data.seq_len + 1, dtype=tf.int64)
     last = tf.cast(tf.size(stream) - 1, tf.int64)
     labels = None if data.labels is None else tf.constant(data.labels)
+    scores = None if data.scores is None else tf.constant(data.scores)
+    segment_lengths = None if data.segment_lengths is None else tf.constant(data.segment_lengths)
 
     def gather(indices, sample_index):
         example_starts = tf.gather(starts, indices)[..., None]
@@ -105,6 +113,9 @@ def example_gatherer(data):
         batch = {"token_ids": token_ids, "padding_mask": mask, "sample_index": sample_index}
         if labels is not None:
             batch["label"] = tf.gather(labels, indices)
+        if scores is not None:
+            batch["token_scores"] = tf.where(mask, tf.gather(scores, positions), 0.0)
+            batch["segment_lengths"] = tf.where(mask, tf.gather(segment_lengths, positions), 0)
         return batch
 
     return gather

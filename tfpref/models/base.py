@@ -13,7 +13,9 @@ class CausalLM(keras.Model):
     come from the (optionally tied) embedding matrix, in float32 whatever the compute dtype.
 
     `positions` [batch, time] (default 0, 1, 2, ... in every row) are the positions each token is
-    encoded at: a left-padded row starts counting at its first real token.
+    encoded at: a left-padded row starts counting at its first real token. `embedding_offset`
+    ([batch, time or 1, d_model]) is added to the token embeddings: how a preference vector
+    conditions the model.
     """
 
     def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim=None, dropout=0.0,
@@ -26,7 +28,8 @@ class CausalLM(keras.Model):
             vocab_size, d_model, tie_weights=tie_embeddings, embeddings_initializer=init_normal(),
             name="embedding")
 
-    def hidden_states(self, token_ids, padding_mask=None, training=False, positions=None):
+    def hidden_states(self, token_ids, padding_mask=None, training=False, positions=None,
+                      embedding_offset=None):
         """[batch, time, d_model] final-normalised states."""
         raise NotImplementedError
 
@@ -34,7 +37,7 @@ class CausalLM(keras.Model):
         """The empty inference state for `length` positions that `hidden_states_cached` extends."""
         raise NotImplementedError
 
-    def hidden_states_cached(self, token_ids, cache, index, key_mask, positions):
+    def hidden_states_cached(self, token_ids, cache, index, key_mask, positions, embedding_offset=None):
         """(states [batch, steps, d_model], new cache) of `token_ids` [batch, steps] placed at
         positions index..index+steps-1 of the cache, given everything cached before them.
 
@@ -46,9 +49,14 @@ class CausalLM(keras.Model):
     def logits_from_hidden(self, hidden):
         return tf.cast(self.embedding(hidden, reverse=True), tf.float32)
 
-    def call(self, token_ids, padding_mask=None, training=False, positions=None):
-        return self.logits_from_hidden(
-            self.hidden_states(token_ids, padding_mask, training=training, positions=positions))
+    def call(self, token_ids, padding_mask=None, training=False, positions=None, embedding_offset=None):
+        return self.logits_from_hidden(self.hidden_states(
+            token_ids, padding_mask, training=training, positions=positions, embedding_offset=embedding_offset))
+
+    def embed_tokens(self, token_ids, embedding_offset=None):
+        """Token embeddings, plus `embedding_offset` when given."""
+        x = self.embedding(token_ids)
+        return x if embedding_offset is None else x + tf.cast(embedding_offset, x.dtype)
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,

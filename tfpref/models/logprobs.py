@@ -7,19 +7,22 @@ def token_logprobs_from_logits(logits, targets):
     return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=tf.cast(logits, tf.float32))
 
 
-def sequence_logprobs(model, token_ids, mask, training=False):
+def sequence_logprobs(model, token_ids, mask, training=False, embedding_offset=None):
     """Per-token log p(x_t | x_<t) for t = 1..T-1, zero where `mask` is off.
 
     Args:
         model: a language model, `model(token_ids, padding_mask) -> logits`.
         token_ids: int32 [batch, T]; position 0 is only ever context.
         mask: bool [batch, T], True on real tokens.
+        embedding_offset: optional [batch, T, d_model] added to the token embeddings (a
+            preference vector's projection).
     Returns:
         float32 [batch, T-1]; `tf.reduce_sum(..., -1)` is log p(sequence) given its first token.
 
     Example:
         >>> logp = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"])
     """
-    logits = model(token_ids[:, :-1], padding_mask=mask[:, :-1], training=training)
+    extra = {} if embedding_offset is None else {"embedding_offset": embedding_offset[:, :-1]}
+    logits = model(token_ids[:, :-1], padding_mask=mask[:, :-1], training=training, **extra)
     logprobs = token_logprobs_from_logits(logits, token_ids[:, 1:])
     return logprobs * tf.cast(mask[:, 1:], logprobs.dtype)

@@ -47,13 +47,14 @@ class LstmLM(CausalLM):
             layer.build((None, None, self.d_model))
         self.built = True
 
-    def recurrent_states(self, token_ids, padding_mask=None, initial_states=None, training=False):
+    def recurrent_states(self, token_ids, padding_mask=None, initial_states=None, training=False,
+                         embedding_offset=None):
         """LSTM outputs [batch, time, d_model] and the final (h, c) of each layer.
 
         Padding positions leave the state unchanged, so a left-padded row ends in the same state
         as the unpadded one.
         """
-        x = self.embedding(token_ids)
+        x = self.embed_tokens(token_ids, embedding_offset)
         mask = None if padding_mask is None else tf.cast(padding_mask, tf.bool)
         final_states = []
         for i, lstm in enumerate(self.lstms):
@@ -64,9 +65,11 @@ class LstmLM(CausalLM):
         # A fresh tensor without the Keras mask the LSTM attaches (the attention masks by itself).
         return tf.identity(x), final_states
 
-    def hidden_states(self, token_ids, padding_mask=None, training=False, positions=None):
+    def hidden_states(self, token_ids, padding_mask=None, training=False, positions=None,
+                      embedding_offset=None):
         """[batch, time, d_model] final-normalised states (`positions` unused: the LSTM counts)."""
-        x, _ = self.recurrent_states(token_ids, padding_mask, training=training)
+        x, _ = self.recurrent_states(token_ids, padding_mask, training=training,
+                                     embedding_offset=embedding_offset)
         mask = attention_mask(tf.shape(token_ids)[1], padding_mask)
         x = x + self.attention(self.attention_norm(x), mask, training=training)
         return self.final_norm(x)
@@ -79,10 +82,10 @@ class LstmLM(CausalLM):
         return {"lstm": tuple((state, state) for _ in self.lstms),
                 "attention": tf.zeros([batch_size, length, 2, self.num_heads, head_dim], dtype)}
 
-    def hidden_states_cached(self, token_ids, cache, index, key_mask, positions=None):
+    def hidden_states_cached(self, token_ids, cache, index, key_mask, positions=None, embedding_offset=None):
         steps = token_ids.shape[1]
         if steps == 1:  # one decoding step: the bare cells skip the layer's time loop
-            x = self.embedding(token_ids[:, 0])
+            x = self.embed_tokens(token_ids, embedding_offset)[:, 0]
             lstm_states = []
             for lstm, (h, c) in zip(self.lstms, cache["lstm"]):
                 x, (h, c) = lstm.cell(x, [h, c])
@@ -90,7 +93,8 @@ class LstmLM(CausalLM):
             x = x[:, None]
         else:
             step_mask = tf.slice(key_mask, [0, index], tf.shape(token_ids))
-            x, lstm_states = self.recurrent_states(token_ids, step_mask, cache["lstm"])
+            x, lstm_states = self.recurrent_states(token_ids, step_mask, cache["lstm"],
+                                                   embedding_offset=embedding_offset)
         attended, attention_cache = self.attention.call_cached(
             self.attention_norm(x), cache["attention"], index, key_mask)
         return self.final_norm(x + attended), {"lstm": tuple(lstm_states), "attention": attention_cache}

@@ -97,16 +97,24 @@ class Sampler:
         self.banned = tf.constant(banned)
         self.generate = tf.function(self.generate_graph, jit_compile=jit_compile)
 
-    def __call__(self, prompt_ids, prompt_mask, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+    def __call__(self, prompt_ids, prompt_mask, temperature=1.0, top_k=0, top_p=1.0, seed=0,
+                 embedding_offset=None):
+        """See the class docstring; `embedding_offset` [batch, d_model] (a preference vector's
+        projection) is added to the embedding of every prompt and generated token."""
+        if embedding_offset is not None:
+            embedding_offset = tf.convert_to_tensor(embedding_offset)
         outputs = self.generate(tf.convert_to_tensor(prompt_ids, tf.int32),
                                 tf.convert_to_tensor(prompt_mask, tf.bool),
                                 tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32),
-                                tf.constant(top_p, tf.float32), tf.constant(seed, tf.int32))
+                                tf.constant(top_p, tf.float32), tf.constant(seed, tf.int32),
+                                embedding_offset=embedding_offset)
         return {name: value.numpy() for name, value in outputs.items()}
 
-    def generate_graph(self, prompt_ids, prompt_mask, temperature, top_k, top_p, seed, max_new_tokens=None):
+    def generate_graph(self, prompt_ids, prompt_mask, temperature, top_k, top_p, seed, max_new_tokens=None,
+                       embedding_offset=None):
         """The graph behind `__call__` (tensors in, tensors out). Export traces it directly, with
         `max_new_tokens` a tensor so one graph serves every length."""
+        offset = None if embedding_offset is None else embedding_offset[:, None, :]
         batch, prompt_len = tf.shape(prompt_ids)[0], tf.shape(prompt_ids)[1]
         new = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         # Generated positions are real keys; causality alone hides the ones not generated yet.
@@ -119,11 +127,11 @@ class Sampler:
         if self.use_cache:
             cache = self.model.init_cache(batch, prompt_len + new)
             hidden, cache = self.model.hidden_states_cached(prompt_ids, cache, 0, key_mask,
-                                                            prompt_positions)
+                                                            prompt_positions, offset)
         else:
             cache = tf.concat([prompt_ids, tf.fill([batch, new], PAD_ID)], axis=1)
             hidden = self._uncached_hidden(cache, key_mask, prompt_positions, new_positions,
-                                           prompt_len - 1)
+                                           prompt_len - 1, offset)
         logits = self.model.logits_from_hidden(hidden[:, -1])
 
         def step(i, logits, cache, finished, tokens, logprobs, model_logprobs, mask):
@@ -140,11 +148,11 @@ class Sampler:
             index = prompt_len + i
             if self.use_cache:
                 hidden, cache = self.model.hidden_states_cached(
-                    token[:, None], cache, index, key_mask, (real_lengths + i)[:, None])
+                    token[:, None], cache, index, key_mask, (real_lengths + i)[:, None], offset)
             else:
                 cache = _write_column(cache, token, index)
                 hidden = self._uncached_hidden(cache, key_mask, prompt_positions, new_positions,
-                                               index)
+                                               index, offset)
             logits = self.model.logits_from_hidden(hidden[:, -1])
             return i + 1, logits, cache, finished, tokens, logprobs, model_logprobs, mask
 
@@ -160,10 +168,10 @@ class Sampler:
                 "model_logprobs": model_logprobs, "finished": finished,
                 "lengths": tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)}
 
-    def _uncached_hidden(self, token_ids, key_mask, prompt_positions, new_positions, index):
+    def _uncached_hidden(self, token_ids, key_mask, prompt_positions, new_positions, index, offset):
         """States [batch, 1, d_model] at column `index`, from a full pass over every column."""
         positions = tf.concat([prompt_positions, new_positions], axis=1)
-        hidden = self.model.hidden_states(token_ids, key_mask, positions=positions)
+        hidden = self.model.hidden_states(token_ids, key_mask, positions=positions, embedding_offset=offset)
         return tf.gather(hidden, index, axis=1)[:, None]
 
     def _choose(self, logits, temperature, top_k, top_p, seed):

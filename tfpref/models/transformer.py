@@ -44,10 +44,11 @@ class TransformerLM(CausalLM):
         self.final_norm.build((None, None, self.d_model))
         self.built = True
 
-    def hidden_states(self, token_ids, padding_mask=None, training=False, positions=None):
+    def hidden_states(self, token_ids, padding_mask=None, training=False, positions=None,
+                      embedding_offset=None):
         """[batch, time, d_model] final-normalised states."""
         time = tf.shape(token_ids)[1]
-        x = self._embed(token_ids, tf.range(time) if positions is None else positions)
+        x = self._embed(token_ids, tf.range(time) if positions is None else positions, embedding_offset)
         x = self.embedding_dropout(x, training=training)
         mask = attention_mask(time, padding_mask)
         for block in self.blocks:
@@ -60,16 +61,16 @@ class TransformerLM(CausalLM):
         shape = [batch_size, length, 2, self.num_heads, head_dim]
         return tuple(tf.zeros(shape, self.embedding.compute_dtype) for _ in self.blocks)
 
-    def hidden_states_cached(self, token_ids, cache, index, key_mask, positions):
-        x = self._embed(token_ids, positions)
+    def hidden_states_cached(self, token_ids, cache, index, key_mask, positions, embedding_offset=None):
+        x = self._embed(token_ids, positions, embedding_offset)
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
             x, layer_cache = block.call_cached(x, layer_cache, index, key_mask)
             new_cache.append(layer_cache)
         return self.final_norm(x), tuple(new_cache)
 
-    def _embed(self, token_ids, positions):
+    def _embed(self, token_ids, positions, embedding_offset=None):
         # sqrt(d) scaling keeps token embeddings (std 0.02) from being drowned by the unit-scale
         # sinusoids; the tied output projection sees the unscaled matrix.
-        x = self.embedding(token_ids) * math.sqrt(self.d_model)
+        x = self.embed_tokens(token_ids, embedding_offset) * math.sqrt(self.d_model)
         return x + tf.cast(sinusoidal_encoding(positions, self.d_model), x.dtype)

@@ -1,10 +1,19 @@
 """Training objectives, by the name `--objective` uses."""
 from tfpref.objectives.base import Objective, ObjectiveOutput
 from tfpref.objectives.classify import ClassifyObjective
+from tfpref.objectives.conditional import ConditionalObjective
 from tfpref.objectives.denoising import DenoisingObjective
+from tfpref.objectives.filtering import FilterObjective
 from tfpref.objectives.mle import MleObjective
+from tfpref.objectives.preference_vector import PreferenceVectorObjective
+from tfpref.objectives.reward_weighted import AwrObjective, RwrObjective
+from tfpref.objectives.unlikelihood import UnlikelihoodObjective
 
-OBJECTIVES = {cls.name: cls for cls in (MleObjective, DenoisingObjective, ClassifyObjective)}
+OBJECTIVES = {cls.name: cls for cls in (
+    MleObjective, DenoisingObjective, ClassifyObjective, FilterObjective, ConditionalObjective,
+    UnlikelihoodObjective, RwrObjective, AwrObjective, PreferenceVectorObjective)}
+# Pretraining with human feedback (Korbak et al. 2023): objectives that train on scored segments.
+FEEDBACK_OBJECTIVES = tuple(name for name, cls in OBJECTIVES.items() if cls.needs_scores)
 
 
 def build_objective(config):
@@ -12,4 +21,4 @@ def build_objective(config):
     return OBJECTIVES[config.train.objective](config)
 
 
-__all__ = ["Objective", "ObjectiveOutput", "OBJECTIVES", "build_objective"]
+__all__ = ["Objective", "ObjectiveOutput", "OBJECTIVES", "FEEDBACK_OBJECTIVES", "build_objective"]

@@ -8,7 +8,10 @@ however the batch was split.
 """
 from dataclasses import dataclass, field
 
+import numpy as np
 import tensorflow as tf
+
+from tfpref.models.sampling import DEFAULT_BANNED_IDS
 
 
 @dataclass
@@ -34,6 +37,30 @@ class Objective:
     # with a class label (classification).
     packed = True
     needs_labels = False
+    # Feedback objectives train on segments scored by --scorer: batches carry `token_scores`.
+    needs_scores = False
+
+    @classmethod
+    def select_segments(cls, config, scores):
+        """Bool mask over the training split's segment scores: which segments to train on."""
+        return np.ones(len(scores), bool)
+
+    @classmethod
+    def segment_prefixes(cls, config, scores, rng, training):
+        """Control token id to put before each segment (-1: none), or None for no control tokens."""
+        return None
+
+    # Generation: what goes after BOS, what may not be sampled, and an embedding offset, when
+    # asking for aligned (or misaligned) text.
+    def prompt_prefix(self, aligned=True):
+        return ()
+
+    def banned_ids(self, aligned=True):
+        return DEFAULT_BANNED_IDS
+
+    def condition(self, batch_size, aligned=True):
+        """Embedding offset [batch, d_model] to generate with, or None."""
+        return None
 
     def trainable_variables(self, model):
         """What the optimizer updates: the model (unless --freeze_backbone) and the objective's layers."""

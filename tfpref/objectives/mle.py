@@ -1,17 +1,48 @@
-"""Maximum likelihood: next-token cross-entropy."""
+"""Maximum likelihood: next-token cross-entropy, and the language-model metrics every
+text objective reports."""
 import math
 
 import tensorflow as tf
 
+from tfpref.data.tokenizer import CONTROL_IDS, NUM_SPECIAL
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.objectives.base import Objective, ObjectiveOutput
 
 
-def token_nll_sums(batch, model, training):
-    """(negative log-likelihood summed per example [batch], target tokens per example [batch])."""
-    logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"], training=training)
-    targets = tf.reduce_sum(tf.cast(batch["padding_mask"][:, 1:], tf.float32), axis=1)
-    return -tf.reduce_sum(logprobs, axis=1), targets
+def text_targets(batch):
+    """Bool [batch, T-1]: targets that are real text (not padding, not control tokens)."""
+    targets = batch["token_ids"][:, 1:]
+    is_control = tf.logical_and(targets >= CONTROL_IDS[0], targets < NUM_SPECIAL)
+    return tf.logical_and(batch["padding_mask"][:, 1:], tf.logical_not(is_control))
+
+
+def aligned_targets(batch, threshold):
+    """Bool [batch, T-1]: text targets whose segment scores at most `threshold`."""
+    return tf.logical_and(text_targets(batch), batch["token_scores"][:, 1:] <= threshold)
+
+
+def lm_metrics(logprobs, batch, threshold=None):
+    """{"nll": ...} over text targets and, on scored data, {"nll_aligned": ...} over aligned ones.
+
+    Control tokens are inputs, not text: leaving them out keeps the loss comparable between
+    conditional training and the rest.
+    """
+    def sums(mask):
+        mask = tf.cast(mask, tf.float32)
+        return -tf.reduce_sum(logprobs * mask), tf.reduce_sum(mask)
+
+    metrics = {"nll": sums(text_targets(batch))}
+    if threshold is not None and "token_scores" in batch:
+        aligned = aligned_targets(batch, threshold)
+        metrics["nll_aligned"] = sums(aligned)
+        metrics["aligned_fraction"] = (tf.reduce_sum(tf.cast(aligned, tf.float32)), metrics["nll"][1])
+    return metrics
+
+
+def per_example(token_losses, batch):
+    """sum_t token_losses / (T - 1): per-example losses whose global-batch mean is a token mean."""
+    length = tf.cast(tf.shape(batch["token_ids"])[1] - 1, tf.float32)
+    return tf.reduce_sum(token_losses, axis=1) / length
 
 
 class MleObjective(Objective):
@@ -24,10 +55,13 @@ class MleObjective(Objective):
     name = "mle"
 
     def compute(self, batch, model, training):
-        nll, targets = token_nll_sums(batch, model, training)
-        length = tf.cast(tf.shape(batch["token_ids"])[1] - 1, tf.float32)
-        return ObjectiveOutput(losses=nll / length,
-                               metrics={"nll": (tf.reduce_sum(nll), tf.reduce_sum(targets))})
+        logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"], training=training)
+        return ObjectiveOutput(losses=per_example(-logprobs, batch),
+                               metrics=lm_metrics(logprobs, batch, self.aligned_threshold))
+
+    @property
+    def aligned_threshold(self):
+        return self.config.feedback.threshold if self.needs_scores else None
 
     def summarize(self, means):
         if "nll" in means:

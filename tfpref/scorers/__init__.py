@@ -1,1 +1,1 @@
-"""Scorers: text -> misalignment (lower is better)."""
+"""Misalignment scorers; see tfpref.scorers.base."""

@@ -88,8 +88,17 @@ def load_token_data(config, wanted=("train", "validation")):
     """{split: TokenData or None} for the `wanted` splits, shaped as the objective needs."""
     from tfpref.objectives import OBJECTIVES
 
-    if OBJECTIVES[config.train.objective].needs_labels:
+    objective_cls = OBJECTIVES[config.train.objective]
+    if objective_cls.needs_labels:
         return load_labeled_token_data(config, wanted)
+    if objective_cls.needs_scores:
+        from tfpref.data.scored import load_scored_token_data
+
+        loaded = load_scored_token_data(config, objective_cls, wanted)
+        if "train" in wanted and loaded["train"].num_examples == 0:
+            raise UserError(f"--data {config.data.data}: fewer than --seq_len {config.data.seq_len} + 1 "
+                            f"training tokens")
+        return loaded
     data = config.data
     splits = load_splits(data.data, data.text_field, data.max_chunk_chars)
     loaded = {split: build_token_data(splits[split], data.seq_len) if splits[split] else None

@@ -1,0 +1,118 @@
+"""Training data with human feedback: segments, their misalignment scores, and per-token streams.
+
+The pretraining-with-feedback objectives (Korbak et al. 2023) see each chunk as a sequence of
+*segments*, each with a misalignment score from a scorer (`--scorer`, cached on disk):
+  * `document`: every chunk of a source file carries the whole file's score;
+  * `chunk`: each chunk (a top-level def/class, at most --max_chunk_chars) is one segment;
+  * `line`: each line is a segment, scored in the context of its chunk (the paper's choice for
+    PEP 8, where it split code into lines).
+The token stream is built as in `pipeline.py` (BOS chunk EOS ...), with two more streams beside it:
+each token's segment score, and (for preference vectors) its segment's length in bytes.
+Objectives may drop segments of the training split (filtering) and put a control token before
+each segment (conditional training); these hooks are classmethods of the objective.
+"""
+import numpy as np
+
+from tfpref.data.corpus import load_split_documents
+from tfpref.data.pipeline import TokenData, pack_windows
+from tfpref.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL
+from tfpref.errors import UserError
+
+GRANULARITIES = ("document", "chunk", "line")
+
+
+def score_segments(documents, scorer, granularity, show_progress=True):
+    """[(segments, scores)] for every chunk of `documents` ([[chunk, ...] per document]).
+
+    `segments` are strings that concatenate back to the chunk; `scores` float64 [len(segments)].
+    """
+    from tfpref.scorers.cache import cached_scores
+
+    chunks = [chunk for document in documents for chunk in document]
+    if granularity == "line":
+        line_scores = cached_scores(scorer, "lines", chunks, show_progress)
+        return [(chunk.splitlines(keepends=True), np.asarray(scores, np.float64))
+                for chunk, scores in zip(chunks, line_scores)]
+    if granularity == "chunk":
+        scores = cached_scores(scorer, "text", chunks, show_progress)
+        return [([chunk], scores[i:i + 1]) for i, chunk in enumerate(chunks)]
+    document_scores = cached_scores(scorer, "text", ["".join(d) for d in documents], show_progress)
+    return [([chunk], np.array([score])) for document, score in zip(documents, document_scores)
+            for chunk in document]
+
+
+def encode_scored_chunk(segments, scores, prefix_ids=None):
+    """(ids, token scores, token segment lengths) of BOS seg_1 ... seg_n EOS.
+
+    `prefix_ids` (int [n], -1 = none) puts a control token before each segment; it carries its
+    segment's score. BOS carries the first segment's score, EOS the last one's.
+    """
+    encoded = [s.encode("utf-8") for s in segments]
+    lengths = np.array([len(e) for e in encoded], np.int64)
+    ids = np.frombuffer(b"".join(encoded), np.uint8).astype(np.int32) + NUM_SPECIAL
+    token_scores = np.repeat(scores, lengths)
+    token_lengths = np.repeat(lengths, lengths)
+    if prefix_ids is not None:
+        where = np.flatnonzero(np.asarray(prefix_ids) >= 0)
+        at = (np.cumsum(lengths) - lengths)[where]
+        ids = np.insert(ids, at, np.asarray(prefix_ids)[where])
+        token_scores = np.insert(token_scores, at, scores[where])
+        token_lengths = np.insert(token_lengths, at, lengths[where])
+    ids = np.concatenate([[BOS_ID], ids, [EOS_ID]]).astype(np.int32)
+    token_scores = np.concatenate([[scores[0]], token_scores, [scores[-1]]]).astype(np.float32)
+    token_lengths = np.concatenate([[lengths[0]], token_lengths, [lengths[-1]]]).astype(np.int32)
+    return ids, token_scores, token_lengths
+
+
+def build_scored_token_data(scored_chunks, seq_len, prefixes=None):
+    """Packed TokenData with `scores` and `segment_lengths` streams beside the token stream."""
+    parts = [encode_scored_chunk(segments, scores, None if prefixes is None else prefixes[i])
+             for i, (segments, scores) in enumerate(scored_chunks)]
+    if not parts:
+        return TokenData(np.zeros([0], np.int32), np.zeros([0], np.int64), np.zeros([0], np.int32),
+                         seq_len, scores=np.zeros([0], np.float32), segment_lengths=np.zeros([0], np.int32))
+    stream, scores, lengths = (np.concatenate(column) for column in zip(*parts))
+    starts, window_lengths = pack_windows(len(stream), seq_len)
+    return TokenData(stream, starts, window_lengths, seq_len, scores=scores, segment_lengths=lengths)
+
+
+def regroup(flat, scored_chunks):
+    """Split a flat per-segment array back into one array per chunk."""
+    ends = np.cumsum([len(scores) for _, scores in scored_chunks])
+    return np.split(np.asarray(flat), ends[:-1]) if len(scored_chunks) else []
+
+
+def keep_segments(scored_chunks, keep):
+    """`scored_chunks` without the segments where the flat bool `keep` is False (empty chunks go)."""
+    out = []
+    for (segments, scores), kept in zip(scored_chunks, regroup(keep, scored_chunks)):
+        if kept.any():
+            out.append(([s for s, k in zip(segments, kept) if k], scores[kept]))
+    return out
+
+
+def load_scored_token_data(config, objective_cls, wanted=("train", "validation"), show_progress=True):
+    """{split: TokenData with scores} for the `wanted` splits, shaped by the objective's hooks."""
+    from tfpref.scorers.base import get_scorer
+
+    data, feedback = config.data, config.feedback
+    scorer = get_scorer(feedback.scorer)
+    documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars)
+    loaded = {}
+    for split in wanted:
+        if not documents[split]:
+            loaded[split] = None
+            continue
+        scored = score_segments(documents[split], scorer, feedback.segment, show_progress)
+        if split == "train":
+            flat = np.concatenate([scores for _, scores in scored])
+            scored = keep_segments(scored, objective_cls.select_segments(config, flat))
+            if not scored:
+                raise UserError(f"--objective {objective_cls.name}: every training segment was filtered out; "
+                                f"raise --filter_threshold or --filter_percentile")
+        flat = np.concatenate([scores for _, scores in scored])
+        rng = np.random.default_rng([config.train.seed, {"train": 0, "validation": 1, "test": 2}[split]])
+        prefixes = objective_cls.segment_prefixes(config, flat, rng, training=split == "train")
+        loaded[split] = build_scored_token_data(scored, data.seq_len,
+                                                None if prefixes is None else regroup(prefixes, scored))
+    return loaded

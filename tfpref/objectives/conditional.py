@@ -1,0 +1,42 @@
+"""Conditional training: a control token before each segment says whether it is aligned.
+
+The model learns p(text | <|aligned|>) and p(text | <|misaligned|>) from all of the data; at
+generation it is conditioned on <|aligned|>. Like the paper, it is also trained to predict the
+control tokens (so at line granularity it emits one at each line start during generation, where
+the opposite token is banned), and a fraction of training segments (--drop_control_fraction)
+gets no control token so unconditional text stays in distribution.
+"""
+import numpy as np
+
+from tfpref.data.tokenizer import CONTROL_TOKENS
+from tfpref.models.sampling import DEFAULT_BANNED_IDS
+from tfpref.objectives.mle import MleObjective
+
+ALIGNED_ID = CONTROL_TOKENS["<|aligned|>"]
+MISALIGNED_ID = CONTROL_TOKENS["<|misaligned|>"]
+
+
+def control_ids(scores, threshold):
+    """<|aligned|> where score <= threshold, else <|misaligned|>."""
+    return np.where(np.asarray(scores) <= threshold, ALIGNED_ID, MISALIGNED_ID).astype(np.int32)
+
+
+class ConditionalObjective(MleObjective):
+    """loss = next-token cross-entropy on control-token-prefixed segments (control tokens included)."""
+
+    name = "conditional"
+    needs_scores = True
+
+    @classmethod
+    def segment_prefixes(cls, config, scores, rng, training):
+        ids = control_ids(scores, config.feedback.threshold)
+        if training and config.feedback.drop_control_fraction > 0:
+            ids[rng.random(len(ids)) < config.feedback.drop_control_fraction] = -1
+        return ids
+
+    def prompt_prefix(self, aligned=True):
+        return (ALIGNED_ID if aligned else MISALIGNED_ID,)
+
+    def banned_ids(self, aligned=True):
+        allowed = ALIGNED_ID if aligned else MISALIGNED_ID
+        return tuple(i for i in DEFAULT_BANNED_IDS if i != allowed)

@@ -1,0 +1,116 @@
+"""What a scorer is, and how one is chosen by `--scorer`.
+
+A scorer measures *misalignment*: one float per text, lower is better, 0 is perfectly aligned.
+Training objectives also need scores per segment; `line_scores` gives one per line of a text,
+computed with the whole text as context (a PEP 8 violation such as "expected 2 blank lines" is
+only visible in context), so lines can be scored without being cut out first.
+
+`--scorer` takes a built-in name (`pep8`, and with `pip install -e '.[scorers]'` also `profanity`
+and `pii`) or `package.module:function`, a user function from a list of texts to a list of floats.
+
+Example:
+    >>> scorer = get_scorer("pep8")
+    >>> scorer.score(["x = 1\\n", "x=1\\n"])
+    array([0. , 0.25])
+"""
+import hashlib
+import importlib
+import inspect
+
+import numpy as np
+
+from tfpref.errors import UserError
+
+
+class Scorer:
+    """Base class: subclasses set `name` and `version` and implement `score_one`.
+
+    `version` is part of every cache key: change it whenever the scores a scorer gives change.
+    """
+
+    name = ""
+    version = "1"
+    batched = False  # True: `score` of many texts at once is much faster than one by one
+
+    def score_one(self, text):
+        raise NotImplementedError
+
+    def line_scores_one(self, text):
+        """Misalignment of each line of `text.splitlines(keepends=True)`; default: each line alone."""
+        return [self.score_one(line) for line in text.splitlines(keepends=True)]
+
+    def score(self, texts):
+        """float64 [len(texts)] misalignment of each text."""
+        return np.array([self.score_one(t) for t in texts], np.float64)
+
+
+class FunctionScorer(Scorer):
+    """A user's `function(list of texts) -> list of floats`, loaded from `package.module:function`.
+
+    The cache version is a hash of the function's source, so editing it invalidates old scores.
+    """
+
+    def __init__(self, spec):
+        module_name, _, attribute = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise UserError(f"--scorer {spec}: cannot import {module_name} ({e})") from None
+        function = getattr(module, attribute, None)
+        if not callable(function):
+            raise UserError(f"--scorer {spec}: {module_name} has no function '{attribute}'")
+        self.spec, self.function, self.name, self.batched = spec, function, spec, True
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            source = spec
+        self.version = hashlib.sha1(source.encode("utf-8")).hexdigest()[:12]
+
+    def score(self, texts):
+        values = self.function(list(texts))
+        try:
+            scores = np.asarray(values, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise UserError(f"--scorer {self.spec}: returned {type(values).__name__}, "
+                            f"expected a list of numbers") from None
+        if scores.shape != (len(texts),) or not np.all(np.isfinite(scores)):
+            raise UserError(f"--scorer {self.spec}: expected {len(texts)} finite numbers, "
+                            f"got {scores.shape[0]}{'' if np.all(np.isfinite(scores)) else ' (not all finite)'}")
+        return scores
+
+    def score_one(self, text):
+        return float(self.score([text])[0])
+
+    def line_scores_one(self, text):
+        lines = text.splitlines(keepends=True)
+        return list(self.score(lines)) if lines else []
+
+
+def require_extra(module_name, package):
+    """Import `module_name` of an optional extra, or say how to install it."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        raise UserError(f"--scorer needs {package}: pip install -e '.[scorers]'") from None
+
+
+def _builtin_scorers():
+    from tfpref.scorers.pep8 import Pep8Scorer
+    from tfpref.scorers.pii import PiiScorer
+    from tfpref.scorers.profanity import ProfanityScorer
+
+    return {cls.name: cls for cls in (Pep8Scorer, ProfanityScorer, PiiScorer)}
+
+
+BUILTIN_SCORERS = ("pep8", "profanity", "pii")
+
+
+def get_scorer(spec):
+    """The Scorer that `--scorer spec` names (see the module docstring)."""
+    builtins = _builtin_scorers()
+    if spec in builtins:
+        return builtins[spec]()
+    if ":" in spec:
+        return FunctionScorer(spec)
+    raise UserError(f"--scorer: unknown scorer '{spec}' (choose from {', '.join(BUILTIN_SCORERS)}, "
+                    f"or give package.module:function)")
