@@ -168,6 +168,12 @@ def _train(argv):
     print(f"Run directory: {config.model_dir}")
     if "export" in result:
         print(f"SavedModel: {result['export']}")
+    if "controllability" in result:
+        check = result["controllability"]
+        print(f"Samples asked to be aligned:    misalignment {check['aligned_misalignment']:.4f}, "
+              f"{check['aligned_violation_rate']:.0%} with a violation")
+        print(f"Samples asked to be misaligned: misalignment {check['misaligned_misalignment']:.4f}, "
+              f"{check['misaligned_violation_rate']:.0%} with a violation")
     print(f"Watch it:      tensorboard --logdir {os.path.dirname(os.path.abspath(config.model_dir))}")
     return 0
 
@@ -191,16 +197,29 @@ def build_evaluate_parser():
                     "diversity (distinct-1/2, Self-BLEU) and, with references, BLEU and ROUGE-L to the metrics.")
     sampling.add_argument("--num_samples", type=int, default=16,
                           help="Prompts to complete (the first N of --prompts or of the split); 0 skips sampling.")
-    sampling.add_argument("--max_new_tokens", type=int, default=128, help="Longest completion, in tokens (bytes).")
-    sampling.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature; 0 is greedy.")
+    sampling.add_argument("--max_new_tokens", type=int, default=256, help="Longest completion, in tokens (bytes).")
+    sampling.add_argument("--temperature", type=float, default=None,
+                          help="Sampling temperature; 0 is greedy. Default 1.0 (0.7 for --scorer samples).")
     sampling.add_argument("--top_k", type=int, default=0, help="Sample among the k likeliest tokens; 0 is off.")
-    sampling.add_argument("--top_p", type=float, default=1.0,
-                          help="Nucleus sampling: the likeliest tokens holding this much probability; 1 is off.")
+    sampling.add_argument("--top_p", type=float, default=None,
+                          help="Nucleus sampling: the likeliest tokens holding this much probability; 1 is off. "
+                               "Default 1.0 (0.9 for --scorer samples).")
     sampling.add_argument("--seed", type=int, default=0, help="Seed of the sampling (same seed, same samples).")
     sampling.add_argument("--prompts", default=None,
                           help="Prompts file: JSONL with 'prompt' and optional 'reference' (or 'completion'), or "
                                "one prompt per line. Default: the first line of each held-out chunk, with the "
                                "rest of the chunk as reference.")
+    feedback = parser.add_argument_group(
+        "misalignment", "With --scorer: unconditional samples (from BOS; conditioned on <|aligned|> or the "
+                        "aligned preference vector for conditional runs) are scored. Reports mean misalignment, "
+                        "score_max@25, the fraction of samples with any violation, the parse rate (pep8), KL from "
+                        "--reference_dir's model, and held-out LM loss on aligned and on all text. Samples go to "
+                        "<model_dir>/eval/unconditional_samples.jsonl.")
+    feedback.add_argument("--scorer", default=None,
+                          help="pep8, profanity, pii or package.module:function. Default: no misalignment evaluation.")
+    feedback.add_argument("--scorer_samples", type=int, default=1024, help="Unconditional samples to score.")
+    feedback.add_argument("--reference_dir", default=None,
+                          help="Run directory of the reference model for the KL estimate (e.g. an MLE run).")
     parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's own log output.")
     parser.add_argument("--debug", action="store_true", help="Show a traceback on errors.")
     return parser
@@ -218,12 +237,25 @@ def _evaluate(argv):
     from tfpref.evaluation.generation import SamplingSettings
     from tfpref.evaluation.run import evaluate_run, format_report
 
-    sampling = SamplingSettings(args.num_samples, args.max_new_tokens, args.temperature, args.top_k,
-                                args.top_p, args.seed, args.prompts, args.batch_size)
-    report = evaluate_run(args.model_dir, args.split, args.batch_size, args.max_batches, sampling)
+    from tfpref.evaluation.misalignment import MisalignmentSettings
+
+    # Prompt completions default to the model's own distribution; scorer samples to the paper's
+    # temperature 0.7, top-p 0.9. A flag given explicitly applies to both.
+    sampling = SamplingSettings(args.num_samples, args.max_new_tokens, _given(args.temperature, 1.0),
+                                args.top_k, _given(args.top_p, 1.0), args.seed, args.prompts, args.batch_size)
+    misalignment = None
+    if args.scorer:
+        misalignment = MisalignmentSettings(args.scorer, args.scorer_samples, args.max_new_tokens,
+                                            _given(args.temperature, 0.7), _given(args.top_p, 0.9), args.top_k,
+                                            args.seed, args.reference_dir)
+    report = evaluate_run(args.model_dir, args.split, args.batch_size, args.max_batches, sampling, misalignment)
     print(format_report(report))
     print(f"Written: {os.path.join(args.model_dir, 'eval', 'metrics.json')}")
     return 0
+
+
+def _given(value, default):
+    return default if value is None else value
 
 
 def evaluate_main(argv=None):

@@ -16,6 +16,7 @@ from tfpref.data.pipeline import example_gatherer
 from tfpref.errors import UserError
 from tfpref.evaluation.generation import SAMPLES_FILE, load_prompts, sample_and_score, split_prompts
 from tfpref.evaluation.metrics import classification_report
+from tfpref.evaluation.misalignment import UNCONDITIONAL_SAMPLES_FILE, evaluate_misalignment
 from tfpref.models import build_model
 from tfpref.objectives import build_objective
 from tfpref.training.checkpoints import restore_weights
@@ -42,9 +43,26 @@ def _batches(data, batch_size):
     return indices.map(lambda i: example_gatherer(data)(i, i)).prefetch(2)
 
 
-def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None, sampling=None):
+def load_eval_data(config, split, scorer=None):
+    """TokenData of `split`; with a scorer, scored too (so LM loss on aligned text can be reported)."""
+    from tfpref.objectives import OBJECTIVES
+
+    objective_cls = OBJECTIVES[config.train.objective]
+    if scorer is None or objective_cls.needs_labels:
+        return load_token_data(config, (split,))[split]
+    from tfpref.data.scored import load_scored_token_data
+
+    config.feedback.scorer = scorer
+    hooks = objective_cls if objective_cls.needs_scores else OBJECTIVES["mle"]
+    return load_scored_token_data(config, hooks, (split,))[split]
+
+
+def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None, sampling=None,
+                 misalignment=None):
     """Metrics of the run's latest checkpoint on `split`, written to <model_dir>/eval/.
 
+    `misalignment` (a MisalignmentSettings) samples unconditionally, scores the samples and adds
+    the misalignment metrics (tfpref.evaluation.misalignment); the held-out data is scored too.
     `sampling` (a SamplingSettings) also samples completions of prompts for language-model runs:
     samples.jsonl plus diversity and, where references exist, BLEU/ROUGE-L in the metrics.
     """
@@ -52,8 +70,10 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     if sampling is not None:
         sampling.validate()
         prompts = (load_prompts(sampling.prompts, sampling.num_samples) if sampling.prompts else None)
+    if misalignment is not None:
+        misalignment.validate()
     config, model, objective, checkpoint = load_run(model_dir)
-    data = load_token_data(config, (split,))[split]
+    data = load_eval_data(config, split, misalignment.scorer if misalignment is not None else None)
     if data is None or data.num_examples == 0:
         raise UserError(f"--split {split}: no {split} examples in {config.data.data}")
 
@@ -93,6 +113,10 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         metrics.update(sample_and_score(model, prompts, sampling, os.path.join(model_dir, "eval")))
         report["samples"] = {"count": len(prompts), "file": SAMPLES_FILE,
                              **{k: v for k, v in vars(sampling).items() if k != "batch_size"}}
+    if misalignment is not None and not objective.needs_labels:
+        metrics.update(evaluate_misalignment(model, objective, misalignment, os.path.join(model_dir, "eval"),
+                                             load_run))
+        report["unconditional_samples"] = {"file": UNCONDITIONAL_SAMPLES_FILE, **vars(misalignment)}
     write_report(model_dir, report)
     return report
 
@@ -129,6 +153,11 @@ def format_report(report):
         lines.append(f"{report['samples']['count']} samples in {report['samples']['file']} "
                      f"(temperature {report['samples']['temperature']}, top_k {report['samples']['top_k']}, "
                      f"top_p {report['samples']['top_p']}, {report['samples']['max_new_tokens']} new tokens)")
+    if "unconditional_samples" in report:
+        settings = report["unconditional_samples"]
+        lines.append(f"{settings['num_samples']} unconditional samples scored by {settings['scorer']} in "
+                     f"{settings['file']} (temperature {settings['temperature']}, top_p {settings['top_p']}, "
+                     f"{settings['max_new_tokens']} new tokens)")
     if "confusion_matrix" in report:
         names = report["classes"]
         width = max(len(n) for n in names) + 2

@@ -50,6 +50,9 @@ class Objective:
         """Control token id to put before each segment (-1: none), or None for no control tokens."""
         return None
 
+    # True when generation can be asked for aligned or misaligned text (conditional training).
+    controllable = False
+
     # Generation: what goes after BOS, what may not be sampled, and an embedding offset, when
     # asking for aligned (or misaligned) text.
     def prompt_prefix(self, aligned=True):

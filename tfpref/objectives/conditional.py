@@ -26,6 +26,7 @@ class ConditionalObjective(MleObjective):
 
     name = "conditional"
     needs_scores = True
+    controllable = True
 
     @classmethod
     def segment_prefixes(cls, config, scores, rng, training):

@@ -37,6 +37,7 @@ class PreferenceVectorObjective(MleObjective):
 
     name = "preference_vector"
     needs_scores = True
+    controllable = True
 
     def __init__(self, config):
         super().__init__(config)

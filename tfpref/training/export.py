@@ -33,7 +33,7 @@ import tensorflow as tf
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.tokenizer import PAD_ID, ByteTokenizer
 from tfpref.models.logprobs import sequence_logprobs
-from tfpref.models.sampling import Sampler
+from tfpref.models.sampling import DEFAULT_BANNED_IDS, Sampler
 
 EXPORT_DIR = "export"
 _STRINGS = tf.TensorSpec([None], tf.string)
@@ -55,7 +55,8 @@ def _checked(texts, what, allow_empty_text, max_bytes, too_long, extra_tokens=0)
 class ServingModule(tf.Module):
     """The exported object: a run's model (and classifier head) plus the serving functions."""
 
-    def __init__(self, model, head=None, classes=(), max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None):
+    def __init__(self, model, head=None, classes=(), max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None,
+                 objective=None):
         super().__init__(name="tfpref_serving")
         self.model, self.head = model, head
         # Keras 3 layers held in Python lists are invisible to TensorFlow's object graph; listing
@@ -64,7 +65,13 @@ class ServingModule(tf.Module):
         self.classes = tf.constant(list(classes) or [""])
         self.max_length, self.seq_len = max_length, seq_len
         self.tokenizer = ByteTokenizer()
-        self.sampler = Sampler(model, max_new_tokens=1, jit_compile=False)
+        # Conditional runs generate as asked for aligned text: a control token after BOS, the
+        # opposite one banned, or the aligned preference vector added to every embedding.
+        self.prompt_prefix = tf.constant(list(objective.prompt_prefix(True)) if objective else [], tf.int32)
+        banned = objective.banned_ids(True) if objective else DEFAULT_BANNED_IDS
+        condition = objective.condition(1, True) if objective else None
+        self.condition = None if condition is None else tf.Variable(condition, trainable=False, name="condition")
+        self.sampler = Sampler(model, max_new_tokens=1, banned_ids=banned, jit_compile=False)
         # Only the functions this run serves become attributes: saving traces every one there is.
         self.score = tf.function(self._score, input_signature=[_STRINGS])
         if head is not None:
@@ -81,10 +88,14 @@ class ServingModule(tf.Module):
                                f"prompt bytes + max_new_tokens exceed the model's {self.max_length - 1} positions",
                                max_new_tokens)
         ragged = self.tokenizer.encode_tf(prompts, add_bos=True)
+        batch = tf.shape(prompts)[0]
+        prefix = tf.RaggedTensor.from_tensor(tf.tile(self.prompt_prefix[None, :], [batch, 1]))
+        ragged = tf.concat([ragged[:, :1], prefix, ragged[:, 1:]], axis=1)
         # Left padding: reverse each row, pad on the right, reverse back.
         ids = tf.reverse(tf.reverse(ragged, axis=[1]).to_tensor(PAD_ID), axis=[1])
         mask = tf.not_equal(ids, PAD_ID)
-        out = self.sampler.generate_graph(ids, mask, temperature, top_k, top_p, seed, max_new_tokens)
+        offset = None if self.condition is None else tf.tile(self.condition, [batch, 1])
+        out = self.sampler.generate_graph(ids, mask, temperature, top_k, top_p, seed, max_new_tokens, offset)
         return {"completions": self.tokenizer.decode_tf(out["tokens"], out["mask"]),
                 "num_tokens": out["lengths"], "finished": out["finished"],
                 "logprob": tf.reduce_sum(out["logprobs"], axis=1)}
@@ -111,10 +122,11 @@ class ServingModule(tf.Module):
                 "label": tf.gather(self.classes, label_id)}
 
 
-def export_model(model, directory, step, head=None, classes=(), seq_len=None):
+def export_model(model, directory, step, head=None, classes=(), seq_len=None, objective=None):
     """Write the SavedModel to `directory`/export/`step`/ (written beside, then renamed, so a
-    reader never sees half an export) and return its path."""
-    module = ServingModule(model, head, classes, seq_len=seq_len)
+    reader never sees half an export) and return its path. `objective` conditions `generate`
+    on aligned text for conditional and preference-vector runs."""
+    module = ServingModule(model, head, classes, seq_len=seq_len, objective=objective)
     signatures = ({"classify": module.classify.get_concrete_function()} if head is not None else
                   {"generate": module.generate.get_concrete_function()})
     signatures["score"] = module.score.get_concrete_function()
@@ -137,7 +149,7 @@ def export_run(model_dir):
     config, model, objective, checkpoint = load_run(model_dir)
     step = int(checkpoint.rsplit("-", 1)[-1])
     head = objective.head if objective.needs_labels else None
-    return export_model(model, model_dir, step, head, config.classes, config.data.seq_len)
+    return export_model(model, model_dir, step, head, config.classes, config.data.seq_len, objective)
 
 
 __all__ = ["export_model", "export_run", "ServingModule", "EXPORT_DIR"]

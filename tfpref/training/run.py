@@ -84,7 +84,7 @@ def load_labeled_token_data(config, wanted):
     return {split: token_data(split) for split in wanted}
 
 
-def load_token_data(config, wanted=("train", "validation")):
+def load_token_data(config, wanted=("train", "validation"), show_progress=True):
     """{split: TokenData or None} for the `wanted` splits, shaped as the objective needs."""
     from tfpref.objectives import OBJECTIVES
 
@@ -94,7 +94,7 @@ def load_token_data(config, wanted=("train", "validation")):
     if objective_cls.needs_scores:
         from tfpref.data.scored import load_scored_token_data
 
-        loaded = load_scored_token_data(config, objective_cls, wanted)
+        loaded = load_scored_token_data(config, objective_cls, wanted, show_progress)
         if "train" in wanted and loaded["train"].num_examples == 0:
             raise UserError(f"--data {config.data.data}: fewer than --seq_len {config.data.seq_len} + 1 "
                             f"training tokens")
@@ -121,7 +121,7 @@ def build_trainer(config, show_progress=True):
         raise UserError(f"--batch_size {config.train.batch_size} is not divisible by --grad_accum "
                         f"{config.train.grad_accum} x {strategy.num_replicas_in_sync} replicas")
     chief = is_chief(strategy)
-    loaded = load_token_data(config)
+    loaded = load_token_data(config, show_progress=show_progress)
     train_data, eval_data = loaded["train"], loaded["validation"]
     loss_scaling = set_precision_policy(config.train.mixed_precision)
     keras.utils.set_random_seed(config.train.seed)
@@ -169,13 +169,20 @@ def train(config, show_progress=True):
             return json.load(f)
     try:
         result = trainer.fit()
+        result["parameters"] = int(model.count_params())
+        finished = trainer.checkpointer.is_chief and "interrupted_by" not in result
+        objective = trainer.objective
+        if finished and config.runtime.export:
+            head = objective.head if objective.needs_labels else None
+            result["export"] = export_model(model, config.model_dir, result["step"], head, config.classes,
+                                            config.data.seq_len, objective)
+        if finished and objective.controllable:
+            from tfpref.evaluation.misalignment import controllability
+
+            result["controllability"] = controllability(model, objective, config.feedback.scorer)
+            logger.scalars("eval", result["step"], result["controllability"])
     finally:
         logger.close()
-    result["parameters"] = int(model.count_params())
-    if trainer.checkpointer.is_chief and config.runtime.export and "interrupted_by" not in result:
-        head = trainer.objective.head if trainer.objective.needs_labels else None
-        result["export"] = export_model(model, config.model_dir, result["step"], head, config.classes,
-                                        config.data.seq_len)
     if trainer.checkpointer.is_chief:
         with open(result_path, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

@@ -1,0 +1,116 @@
+"""End to end: every pretraining-with-feedback objective trains, evaluates and steers its samples."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import tfpref  # noqa: F401
+from tfpref.evaluation.run import evaluate_run
+from tfpref.evaluation.misalignment import MisalignmentSettings, UNCONDITIONAL_SAMPLES_FILE
+from tfpref.training.run import train
+
+from helpers import TINY_FLAGS, run_train, tiny_config
+from test_feedback_data import write_pep8_corpus
+
+FEEDBACK = ("filter", "conditional", "unlikelihood", "rwr", "awr", "preference_vector")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_pep8_corpus(tmp_path_factory.mktemp("pep8"))
+
+
+@pytest.mark.parametrize("objective", FEEDBACK)
+def test_each_feedback_objective_trains_and_reports_aligned_loss(tmp_path, corpus, objective):
+    config = tiny_config(tmp_path / objective, corpus, objective=objective, train_steps=4)
+    result = train(config, show_progress=False)
+    assert result["step"] == 4 and math.isfinite(result["loss"])
+    assert math.isfinite(result["validation_nll"]) and math.isfinite(result["validation_nll_aligned"])
+    assert 0 < result["validation_aligned_fraction"] < 1  # the held-out data has both kinds of line
+    assert ("controllability" in result) == (objective in ("conditional", "preference_vector"))
+
+
+@pytest.mark.parametrize("objective", ["awr", "preference_vector"])
+def test_feedback_objectives_with_extra_layers_train_the_lstm(tmp_path, corpus, objective):
+    result = train(tiny_config(tmp_path / objective, corpus, objective=objective, model="lstm", train_steps=3),
+                   show_progress=False)
+    assert math.isfinite(result["loss"])
+
+
+@pytest.fixture(scope="module")
+def steered(tmp_path_factory, corpus):
+    """Conditional and preference-vector runs trained long enough to learn the corpus's one rule."""
+    runs = {}
+    for objective in ("conditional", "preference_vector"):
+        config = tiny_config(tmp_path_factory.mktemp(objective) / "run", corpus, objective=objective,
+                             train_steps=300, d_model=64, seq_len=64, batch_size=8, drop_control_fraction=0.0)
+        runs[objective] = (config.model_dir, train(config, show_progress=False))
+    return runs
+
+
+@pytest.mark.parametrize("objective", ["conditional", "preference_vector"])
+def test_asking_for_aligned_text_gives_less_misaligned_samples(steered, objective):
+    check = steered[objective][1]["controllability"]
+    # Half the corpus's functions have 'total=value*k' (E225, E226 ignored): the misaligned
+    # request should reproduce it much more often than the aligned one.
+    assert check["misaligned_misalignment"] > 2 * check["aligned_misalignment"], check
+    assert check["misaligned_violation_rate"] > check["aligned_violation_rate"], check
+
+
+def test_evaluate_with_a_scorer_reports_misalignment_and_kl(steered, tmp_path, corpus):
+    model_dir = steered["conditional"][0]
+    mle = tiny_config(tmp_path / "mle", corpus, train_steps=4)
+    train(mle, show_progress=False)
+    settings = MisalignmentSettings("pep8", num_samples=30, max_new_tokens=64, reference_dir=mle.model_dir)
+    report = evaluate_run(model_dir, sampling=None, misalignment=settings)
+    metrics = report["metrics"]
+    for name in ("pep8_misalignment", "pep8_score_max@25", "pep8_violation_rate", "pep8_parse_rate",
+                 "kl_to_reference", "nll", "nll_aligned"):
+        assert math.isfinite(metrics[name]), name
+    assert metrics["pep8_score_max@25"] >= metrics["pep8_misalignment"]
+    assert metrics["kl_to_reference"] > 0  # a trained model is far from a 4-step one
+    with open(os.path.join(model_dir, "eval", UNCONDITIONAL_SAMPLES_FILE), encoding="utf-8") as f:
+        samples = [json.loads(line) for line in f]
+    assert len(samples) == 30 and all({"text", "score", "finished"} <= set(s) for s in samples)
+    assert np.mean(["total" in s["text"] for s in samples]) > 0.5  # it learned the corpus
+
+
+def test_evaluate_cli_scorer_flags(steered):
+    from helpers import REPO
+    import subprocess
+    import sys
+
+    model_dir = steered["preference_vector"][0]
+    out = subprocess.run([sys.executable, "evaluate.py", "--model_dir", model_dir, "--scorer", "pep8",
+                          "--scorer_samples", "8", "--num_samples", "0", "--max_new_tokens", "32"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "pep8_misalignment" in out.stdout and "unconditional samples scored by pep8" in out.stdout
+    bad = subprocess.run([sys.executable, "evaluate.py", "--model_dir", model_dir, "--scorer", "nonsense"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown scorer" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_cli_feedback_flags_and_bad_values(tmp_path, corpus):
+    ok = run_train([*TINY_FLAGS, "--data", corpus, "--objective", "unlikelihood", "--ul_alpha", "0.5",
+                    "--segment", "chunk", "--train_steps", "2", "--model_dir", str(tmp_path / "ul")])
+    assert ok.returncode == 0, ok.stderr
+    with open(tmp_path / "ul" / "config.json", encoding="utf-8") as f:
+        stored = json.load(f)["feedback"]
+    assert stored["ul_alpha"] == 0.5 and stored["segment"] == "chunk"
+    for flags, message in ((["--segment", "word"], "--segment: unknown granularity"),
+                           (["--beta", "0"], "--beta must be positive"),
+                           (["--filter_percentile", "120"], "--filter_percentile must be in"),
+                           (["--scorer", "no_such_module_q:f"], "cannot import")):
+        bad = run_train([*TINY_FLAGS, "--data", corpus, "--objective", "filter", *flags,
+                         "--model_dir", str(tmp_path / "bad")])
+        assert bad.returncode == 2 and message in bad.stderr, (flags, bad.stderr)
+        assert not os.path.exists(tmp_path / "bad")
+    all_bad = tmp_path / "all_bad.py"
+    all_bad.write_text("".join(f"def f_{i}():\n    x=1\n    return x\n\n\n" for i in range(200)))
+    everything = run_train([*TINY_FLAGS, "--data", str(all_bad), "--objective", "filter", "--segment", "chunk",
+                            "--model_dir", str(tmp_path / "empty")])
+    assert everything.returncode == 2 and "filtered out" in everything.stderr, everything.stderr
+    assert not os.path.exists(tmp_path / "empty")

@@ -1,0 +1,195 @@
+"""How misaligned a model's own text is: unconditional samples scored by a scorer (PHF's evaluation).
+
+Samples start from BOS (plus `<|aligned|>` for conditional runs, or the aligned preference vector)
+and are scored by the run's scorer:
+  * misalignment: mean score (an empty sample scores as the scorer says; for pep8, 1.0);
+  * score_max@25: the expected maximum score among 25 samples (Gehman et al. 2020's "expected
+    maximum", as in Korbak et al. 2023), computed exactly from all samples by order statistics;
+  * violation_rate: fraction of samples with a score above 0;
+  * parse_rate (pep8): fraction of samples that are valid Python, or, for a sample cut off by
+    --max_new_tokens, a valid *prefix* of Python (see `valid_python_prefix`);
+  * KL from a reference run's model, estimated on the samples (`kl_to_reference`).
+"""
+import dataclasses
+import json
+import math
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from tfpref.config import config_path
+from tfpref.data.tokenizer import BOS_ID, CONTROL_IDS, ByteTokenizer
+from tfpref.errors import UserError
+from tfpref.models.logprobs import sequence_logprobs
+from tfpref.models.sampling import Sampler
+from tfpref.scorers.pep8 import parses
+
+SCORE_MAX_OF = 25
+UNCONDITIONAL_SAMPLES_FILE = "unconditional_samples.jsonl"
+# SyntaxErrors that only say the text stopped too early.
+_INCOMPLETE = re.compile(r"was never closed|unterminated triple-quoted|expected an indented block|"
+                         r"unexpected EOF|EOF while")
+
+
+def expected_max(scores, k=SCORE_MAX_OF):
+    """E[max of k samples drawn without replacement from `scores`], exactly.
+
+    Sorted ascending, the i-th smallest (1-based) is the maximum of a k-subset in C(i-1, k-1) of
+    the C(n, k) subsets.
+    """
+    scores = np.sort(np.asarray(scores, np.float64))
+    n = len(scores)
+    if n < k:
+        return float(scores.max()) if n else math.nan
+    i = np.arange(1, n + 1)
+    log_weights = np.full(n, -np.inf)
+    valid = i >= k
+    log_weights[valid] = (_log_comb(i[valid] - 1, k - 1) - _log_comb(n, k))
+    return float(np.sum(np.exp(log_weights) * scores))
+
+
+_lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
+
+
+def _log_comb(n, k):
+    """log C(n, k), elementwise."""
+    n = np.asarray(n, np.float64)
+    return _lgamma(n + 1) - _lgamma(k + 1.0) - _lgamma(n - k + 1)
+
+
+def valid_python_prefix(text):
+    """True if `text`, cut at its last complete line, parses or fails only for ending too early."""
+    cut = text[:text.rfind("\n") + 1] if "\n" in text else ""
+    if parses(cut):
+        return True
+    try:
+        compile(cut, "<sample>", "exec", dont_inherit=True)
+    except SyntaxError as e:
+        return bool(_INCOMPLETE.search(str(e.msg)))
+    except ValueError:
+        return False
+    return True
+
+
+class UnconditionalSampler:
+    """Samples from BOS as the run's objective asks for aligned (or misaligned) text."""
+
+    def __init__(self, model, objective, max_new_tokens, aligned=True):
+        self.model, self.objective, self.aligned = model, objective, aligned
+        self.prefix = (BOS_ID, *objective.prompt_prefix(aligned))
+        self.sampler = Sampler(model, max_new_tokens, banned_ids=objective.banned_ids(aligned))
+
+    def sample(self, count, temperature=0.7, top_p=0.9, top_k=0, seed=0, batch_size=64):
+        """[{"text", "tokens", "finished", "model_logprobs"}] of `count` samples."""
+        tokenizer = ByteTokenizer()
+        samples = []
+        for begin in range(0, count, batch_size):
+            rows = min(batch_size, count - begin)
+            ids = np.tile(np.array(self.prefix, np.int32), (rows, 1))
+            offset = self.objective.condition(rows, self.aligned)
+            out = self.sampler(ids, np.ones_like(ids, bool), temperature=temperature, top_k=top_k,
+                               top_p=top_p, seed=seed + begin, embedding_offset=offset)
+            for row in range(rows):
+                tokens = out["tokens"][row][out["mask"][row]]
+                samples.append({"text": tokenizer.decode(tokens), "tokens": tokens,
+                                "finished": bool(out["finished"][row]),
+                                "model_logprobs": out["model_logprobs"][row][out["mask"][row]]})
+        return samples
+
+
+def misalignment_metrics(samples, scorer):
+    """Headline misalignment numbers of `samples` (see the module docstring)."""
+    texts = [s["text"] for s in samples]
+    scores = scorer.score(texts)
+    metrics = {"misalignment": float(np.mean(scores)),
+               f"score_max@{SCORE_MAX_OF}": expected_max(scores),
+               "violation_rate": float(np.mean(scores > 0)),
+               "empty_rate": float(np.mean([not t.strip() for t in texts])),
+               "sample_bytes": float(np.mean([len(t.encode("utf-8")) for t in texts]))}
+    if scorer.name == "pep8":
+        metrics["parse_rate"] = float(np.mean([parses(s["text"]) if s["finished"] else valid_python_prefix(s["text"])
+                                               for s in samples]))
+    return metrics, scores
+
+
+def kl_to_reference(samples, reference_model, reference_prefix=(BOS_ID,), batch_size=32):
+    """Mean over samples of log p(text) - log q(text), in nats per sample.
+
+    p is the evaluated model (its log-probs of the sampled text tokens, recorded while sampling;
+    control tokens it emitted are conditions, not text), q the reference model scoring
+    `reference_prefix` + the same text tokens. Samples are drawn with the evaluation's temperature
+    and top-p, so this is the KL of that sampling distribution's support, as PHF reports it.
+    """
+    differences = []
+    for begin in range(0, len(samples), batch_size):
+        batch = samples[begin:begin + batch_size]
+        texts = [s["tokens"][~np.isin(s["tokens"], CONTROL_IDS)] for s in batch]
+        width = len(reference_prefix) + max(len(t) for t in texts)
+        ids = np.zeros((len(batch), width), np.int32)
+        mask = np.zeros((len(batch), width), bool)
+        for row, tokens in enumerate(texts):
+            sequence = np.concatenate([reference_prefix, tokens])
+            ids[row, :len(sequence)], mask[row, :len(sequence)] = sequence, True
+        reference = tf.reduce_sum(sequence_logprobs(reference_model, tf.constant(ids), tf.constant(mask)), 1)
+        for sample, q in zip(batch, reference.numpy()):
+            is_text = ~np.isin(sample["tokens"], CONTROL_IDS)
+            differences.append(float(np.sum(sample["model_logprobs"][is_text])) - float(q))
+    return float(np.mean(differences))
+
+
+@dataclasses.dataclass
+class MisalignmentSettings:
+    """What evaluate.py's --scorer flags ask for."""
+    scorer: str = "pep8"
+    num_samples: int = 1024
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 0
+    seed: int = 0
+    reference_dir: str = None
+    batch_size: int = 64
+
+    def validate(self):
+        if self.num_samples < 1:
+            raise UserError("--scorer_samples must be positive")
+        if self.reference_dir and not os.path.exists(config_path(self.reference_dir)):
+            raise UserError(f"--reference_dir {self.reference_dir}: not a run directory (no config.json)")
+
+
+def evaluate_misalignment(model, objective, settings, eval_dir, load_run=None):
+    """Sample, score and write `unconditional_samples.jsonl`; returns the metrics dict."""
+    from tfpref.scorers.base import get_scorer
+
+    scorer = get_scorer(settings.scorer)
+    sampler = UnconditionalSampler(model, objective, settings.max_new_tokens)
+    samples = sampler.sample(settings.num_samples, settings.temperature, settings.top_p, settings.top_k,
+                             settings.seed, settings.batch_size)
+    metrics, scores = misalignment_metrics(samples, scorer)
+    if settings.reference_dir:
+        _, reference_model, reference_objective, _ = load_run(settings.reference_dir)
+        prefix = (BOS_ID, *reference_objective.prompt_prefix(True))
+        metrics["kl_to_reference"] = kl_to_reference(samples, reference_model, prefix)
+    os.makedirs(eval_dir, exist_ok=True)
+    with open(os.path.join(eval_dir, UNCONDITIONAL_SAMPLES_FILE), "w", encoding="utf-8") as f:
+        for sample, score in zip(samples, scores):
+            f.write(json.dumps({"text": sample["text"], "score": float(score), "finished": sample["finished"]},
+                               ensure_ascii=False) + "\n")
+    return {f"{scorer.name}_{k}" if k != "kl_to_reference" else k: v for k, v in metrics.items()}
+
+
+def controllability(model, objective, scorer_name, num_samples=64, max_new_tokens=256, seed=0):
+    """{"aligned_...", "misaligned_..."} misalignment metrics of samples asked to be aligned vs
+    misaligned: the quick check a conditional run ends with."""
+    from tfpref.scorers.base import get_scorer
+
+    scorer = get_scorer(scorer_name)
+    out = {}
+    for aligned in (True, False):
+        samples = UnconditionalSampler(model, objective, max_new_tokens, aligned).sample(num_samples, seed=seed)
+        metrics, _ = misalignment_metrics(samples, scorer)
+        prefix = "aligned" if aligned else "misaligned"
+        out.update({f"{prefix}_{name}": metrics[name] for name in ("misalignment", "violation_rate")})
+    return out
