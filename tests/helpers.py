@@ -5,7 +5,8 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY_FLAGS = ["--d_model", "32", "--num_layers", "2", "--num_heads", "2", "--ff_dim", "64",
+# Tests pick their objective; most use plain MLE (the CLI's default job is conditional training).
+TINY_FLAGS = ["--objective", "mle", "--d_model", "32", "--num_layers", "2", "--num_heads", "2", "--ff_dim", "64",
               "--seq_len", "32", "--batch_size", "4", "--learning_rate", "3e-3", "--warmup_steps", "2",
               "--eval_batches", "2", "--no_progress", "--no-export"]
 
@@ -27,7 +28,7 @@ def tiny_config(model_dir, data, **overrides):
     config.data.data, config.data.seq_len = str(data), 32
     config.model.d_model, config.model.num_layers, config.model.num_heads, config.model.ff_dim = 32, 2, 2, 64
     config.train.batch_size, config.train.learning_rate, config.train.warmup_steps = 4, 3e-3, 2
-    config.train.train_steps = 6
+    config.train.train_steps, config.train.objective = 6, "mle"
     config.runtime.eval_batches, config.runtime.log_every = 2, 2
     for key, value in overrides.items():
         section = next(s for s in (config.data, config.model, config.train, config.feedback, config.runtime)

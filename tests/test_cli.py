@@ -88,8 +88,10 @@ def test_flags_fill_in_over_defaults_without_a_run_dir(tmp_path):
 def test_default_model_dir_is_named_after_model_and_objective(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # so no real logs/ directory is consulted
     config = config_from_args(build_train_parser().parse_args(["--model", "lstm"]))
-    assert config.model_dir == os.path.join("logs", "lstm-mle")
+    assert config.model_dir == os.path.join("logs", "lstm-conditional")  # the default job's objective
     assert config.model.model == "lstm"
+    config = config_from_args(build_train_parser().parse_args(["--objective", "awr"]))
+    assert config.model_dir == os.path.join("logs", "transformer-awr")
 
 
 def test_config_from_args_takes_unspecified_values_from_the_run_dirs_config(tmp_path):

@@ -86,3 +86,14 @@ def test_cache_key_includes_the_scorer_version(tmp_path):
     user_scorer.CALLS.clear()
     cache.get(scorer, "text", ["x"])
     assert user_scorer.CALLS == ["x"]
+
+
+def test_profanity_scorer_ranks_offensive_text_higher():
+    scores = get_scorer("profanity").score(["thank you, this is a lovely function", "fuck you, idiot"])
+    assert 0 <= scores[0] < 0.5 < scores[1] <= 1
+
+
+def test_pii_scorer_counts_entities_per_character():
+    text = "mail john.smith@example.com today"
+    scores = get_scorer("pii").score([text, "def f():\n    return 1\n", ""])
+    np.testing.assert_allclose(scores, [1 / len(text), 0.0, 0.0])

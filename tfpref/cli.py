@@ -93,8 +93,9 @@ def _section_fields(section):
 def build_train_parser():
     parser = _OneLineErrorParser(
         prog="train.py",
-        description="Train a tfpref language model. With no flags: MLE pretraining of a small "
-                    "transformer on the Python standard library, in logs/transformer-mle.",
+        description="Train a tfpref language model. With no flags: conditional training (pretraining with "
+                    "PEP 8 feedback: <|aligned|>/<|misaligned|> control tokens before each line) of a small "
+                    "transformer on the Python standard library, in logs/transformer-conditional.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     defaults = RunConfig()
     parser.add_argument("--model_dir", default=argparse.SUPPRESS,
@@ -118,7 +119,8 @@ def build_train_parser():
 def config_from_args(args):
     """RunConfig from parsed flags, on top of the run dir's stored config when it exists."""
     given = {k: v for k, v in vars(args).items() if k not in ("verbose", "debug", "no_progress")}
-    default_dir = os.path.join("logs", f"{given.get('model', 'transformer')}-{given.get('objective', 'mle')}")
+    default_dir = os.path.join("logs", f"{given.get('model', 'transformer')}-"
+                                       f"{given.get('objective', RunConfig().train.objective)}")
     model_dir = given.pop("model_dir", default_dir)
     stored = config_path(model_dir)
     config = RunConfig.load(stored) if os.path.exists(stored) else RunConfig()

@@ -61,7 +61,8 @@ class MleObjective(Objective):
 
     @property
     def aligned_threshold(self):
-        return self.config.feedback.threshold if self.needs_scores else None
+        # Used only when batches carry token scores (feedback runs, or evaluate.py --scorer).
+        return self.config.feedback.threshold
 
     def summarize(self, means):
         if "nll" in means:

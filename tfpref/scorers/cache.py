@@ -54,23 +54,30 @@ class ScoreCache:
         assert kind in KINDS, kind
         keys = [_key(scorer, kind, t) for t in texts]
         found = {}
-        with self._connect() as connection:
+        connection = self._connect()
+        try:
             unique = list(dict.fromkeys(keys))
             for begin in range(0, len(unique), 900):  # SQLite's limit on bound parameters
                 part = unique[begin:begin + 900]
                 rows = connection.execute(
                     f"SELECT key, value FROM scores WHERE key IN ({','.join('?' * len(part))})", part)
                 found.update((k, json.loads(v)) for k, v in rows)
-            missing = {}
-            for key, text in zip(keys, texts):
-                if key not in found:
-                    missing.setdefault(key, text)
-            if missing:
-                computed = self._compute_all(scorer, kind, list(missing.values()))
-                new = dict(zip(missing, computed))
-                connection.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)",
-                                       [(k, json.dumps(v)) for k, v in new.items()])
-                found.update(new)
+        finally:
+            connection.close()  # closed before scoring forks worker processes
+        missing = {}
+        for key, text in zip(keys, texts):
+            if key not in found:
+                missing.setdefault(key, text)
+        if missing:
+            new = dict(zip(missing, self._compute_all(scorer, kind, list(missing.values()))))
+            connection = self._connect()
+            try:
+                with connection:  # one transaction
+                    connection.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)",
+                                           [(k, json.dumps(v)) for k, v in new.items()])
+            finally:
+                connection.close()
+            found.update(new)
         return [found[k] for k in keys]
 
     def _compute_all(self, scorer, kind, texts):
