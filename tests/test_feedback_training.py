@@ -114,3 +114,20 @@ def test_train_cli_feedback_flags_and_bad_values(tmp_path, corpus):
                             "--model_dir", str(tmp_path / "empty")])
     assert everything.returncode == 2 and "filtered out" in everything.stderr, everything.stderr
     assert not os.path.exists(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("objective", ["conditional", "preference_vector"])
+def test_export_generates_aligned_text(steered, objective):
+    import tensorflow as tf
+
+    from tfpref.training.export import export_run
+
+    served = tf.saved_model.load(export_run(steered[objective][0]))
+    prompts = [f"def function_{i}(value):\n" for i in range(1, 12, 2)]  # odd: misaligned in the corpus
+    out = served.signatures["generate"](prompts=tf.constant(prompts), max_new_tokens=tf.constant(24),
+                                        temperature=tf.constant(0.0), top_k=tf.constant(0),
+                                        top_p=tf.constant(1.0), seed=tf.constant(0))
+    completions = [c.decode("utf-8", errors="replace") for c in out["completions"].numpy()]
+    aligned = sum("total = value" in c for c in completions)
+    misaligned = sum("total=value" in c for c in completions)
+    assert aligned > misaligned, completions
