@@ -2,12 +2,16 @@
 
 Samples start from BOS (plus `<|aligned|>` for conditional runs, or the aligned preference vector)
 and are scored by the run's scorer:
-  * misalignment: mean score (an empty sample scores as the scorer says; for pep8, 1.0);
+  * misalignment: mean score (an empty sample scores as the scorer says; for pep8, 1.0). A sample
+    cut off by --max_new_tokens is scored on its complete lines only (all of it if it has none),
+    so a line cut mid-way, e.g. just after a space, is not counted as trailing whitespace;
   * score_max@25: the expected maximum score among 25 samples (Gehman et al. 2020's "expected
     maximum", as in Korbak et al. 2023), computed exactly from all samples by order statistics;
-  * violation_rate: fraction of samples with a score above 0;
+  * violation_rate: fraction of samples with a score above 0; blank_rate: fraction that are only
+    whitespace (a degenerate mode of small models at low temperature);
   * parse_rate (pep8): fraction of samples that are valid Python, or, for a sample cut off by
-    --max_new_tokens, a valid *prefix* of Python (see `valid_python_prefix`);
+    --max_new_tokens, a valid *prefix* of Python (see `valid_python_prefix`); blank samples count
+    as not parsing;
   * KL from a reference run's model, estimated on the samples (`kl_to_reference`).
 """
 import dataclasses
@@ -61,7 +65,7 @@ def _log_comb(n, k):
 
 def valid_python_prefix(text):
     """True if `text`, cut at its last complete line, parses or fails only for ending too early."""
-    cut = text[:text.rfind("\n") + 1] if "\n" in text else ""
+    cut = complete_lines(text, finished=False)
     if parses(cut):
         return True
     try:
@@ -99,18 +103,26 @@ class UnconditionalSampler:
         return samples
 
 
+def complete_lines(text, finished):
+    """What of a sample is scored: all of it if it finished, else its complete lines (if any)."""
+    if finished or "\n" not in text:
+        return text
+    return text[:text.rfind("\n") + 1]
+
+
 def misalignment_metrics(samples, scorer):
     """Headline misalignment numbers of `samples` (see the module docstring)."""
     texts = [s["text"] for s in samples]
-    scores = scorer.score(texts)
+    scores = scorer.score([complete_lines(s["text"], s["finished"]) for s in samples])
     metrics = {"misalignment": float(np.mean(scores)),
                f"score_max@{SCORE_MAX_OF}": expected_max(scores),
                "violation_rate": float(np.mean(scores > 0)),
-               "empty_rate": float(np.mean([not t.strip() for t in texts])),
+               "blank_rate": float(np.mean([not t.strip() for t in texts])),
                "sample_bytes": float(np.mean([len(t.encode("utf-8")) for t in texts]))}
-    if scorer.name == "pep8":
-        metrics["parse_rate"] = float(np.mean([parses(s["text"]) if s["finished"] else valid_python_prefix(s["text"])
-                                               for s in samples]))
+    if scorer.name == "pep8":  # a blank sample is no program, though Python accepts it
+        metrics["parse_rate"] = float(np.mean([
+            bool(s["text"].strip()) and (parses(s["text"]) if s["finished"] else valid_python_prefix(s["text"]))
+            for s in samples]))
     return metrics, scores
 
 
