@@ -139,3 +139,22 @@ def test_same_seed_same_samples_other_seed_other_samples(model):
     other = sampler(ids, mask, temperature=1.0, top_p=0.9, seed=12)
     np.testing.assert_array_equal(first["tokens"], again["tokens"])
     assert (first["tokens"] != other["tokens"]).any()
+
+
+def test_embedding_offset_conditions_every_position_cached_or_not(model):
+    ids, mask = left_pad(prompts())
+    offset = np.random.default_rng(1).normal(size=(len(ids), model.d_model)).astype(np.float32)
+    cached = Sampler(model, NEW, eos_id=None)(ids, mask, temperature=0.0, embedding_offset=offset)
+    uncached = Sampler(model, NEW, eos_id=None, use_cache=False, jit_compile=False)(
+        ids, mask, temperature=0.0, embedding_offset=offset)
+    np.testing.assert_array_equal(cached["tokens"], uncached["tokens"])
+    np.testing.assert_allclose(cached["model_logprobs"], uncached["model_logprobs"], atol=1e-4)
+    # The same as a plain model call with the offset at every position of the unpadded row.
+    row = prompts()[0]
+    sequence = np.concatenate([row, cached["tokens"][0]])[None]
+    logits = model(sequence, embedding_offset=np.broadcast_to(offset[0], (1, sequence.shape[1], model.d_model)))
+    expected = log_softmax(logits.numpy()[0, len(row) - 1:-1])
+    np.testing.assert_allclose(cached["model_logprobs"][0],
+                               np.take_along_axis(expected, cached["tokens"][0][:, None], -1)[:, 0], atol=1e-4)
+    plain = Sampler(model, NEW, eos_id=None)(ids, mask, temperature=0.0)
+    assert not np.allclose(plain["model_logprobs"], cached["model_logprobs"])

@@ -237,9 +237,8 @@ def _evaluate(argv):
         print(f"SavedModel: {export_run(args.model_dir)}")
         return 0
     from tfpref.evaluation.generation import SamplingSettings
-    from tfpref.evaluation.run import evaluate_run, format_report
-
     from tfpref.evaluation.misalignment import MisalignmentSettings
+    from tfpref.evaluation.run import evaluate_run, format_report
 
     # Prompt completions default to the model's own distribution; scorer samples to the paper's
     # temperature 0.7, top-p 0.9. A flag given explicitly applies to both.
