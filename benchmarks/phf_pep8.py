@@ -3,7 +3,7 @@
 Trains (or reuses, when --results_dir already holds the finished run) MLE, filter, conditional (at line, chunk and document granularity), unlikelihood, RWR,
 AWR and preference-vector conditioning on the standard library, evaluates each with
 `evaluate.py --scorer pep8`'s code (unconditional samples at temperature 0.7, top-p 0.9; KL from
-the MLE run), prints one JSON line per run and a summary line, and writes results.md (a table)
+the MLE run) and again at temperature 1 without top-p, prints one JSON line per run and a summary line, and writes results.md (a table)
 and pareto.png (misalignment vs held-out LM loss) to --results_dir.
 
     python benchmarks/phf_pep8.py                 # about an hour on 2 cores
@@ -28,7 +28,8 @@ COLUMNS = [("label", "objective", None), ("pep8_misalignment", "misalignment ↓
            ("pep8_violation_rate", "samples with a violation", ".1%"), ("pep8_parse_rate", "parse rate", ".1%"),
            ("nll", "held-out LM loss (nats/byte)", ".4f"), ("loss_change", "vs MLE", "+.1%"),
            ("nll_aligned", "LM loss on aligned text", ".4f"), ("kl_to_reference", "KL from MLE (nats/sample)", ".1f"),
-           ("train_seconds", "train s", ".0f")]
+           ("pep8_blank_rate", "blank samples", ".1%"), ("t1_misalignment", "misalignment at T=1 ↓", ".5f"),
+           ("t1_reduction", "× lower at T=1", ".2f"), ("train_seconds", "train s", ".0f")]
 
 
 def parse_args():
@@ -76,6 +77,19 @@ def train_once(config):
     return seconds
 
 
+def temperature_one(model_dir, args):
+    """Misalignment of samples from the model's own distribution (temperature 1, no top-p): at
+    temperature 0.7 small byte-level models often fall into runs of spaces, which hides style."""
+    from tfpref.evaluation.misalignment import UnconditionalSampler, misalignment_metrics
+    from tfpref.evaluation.run import load_run
+    from tfpref.scorers.base import get_scorer
+
+    _, model, objective, _ = load_run(model_dir)
+    samples = UnconditionalSampler(model, objective, args.max_new_tokens).sample(
+        args.samples, temperature=1.0, top_p=1.0, seed=1)
+    return misalignment_metrics(samples, get_scorer("pep8"))[0]
+
+
 def main():
     args = parse_args()
     defaults = (150, 128, 128) if args.quick else (1000, 1024, 256)
@@ -100,13 +114,15 @@ def main():
         metrics = evaluate_run(config.model_dir, misalignment=settings)["metrics"]
         row = {"benchmark": BENCHMARK, "label": label, "objective": objective, **overrides,
                "train_seconds": seconds, "quick": args.quick,
-               **{k: v for k, v in metrics.items() if k.startswith(("pep8_", "nll", "kl_"))}}
+               **{k: v for k, v in metrics.items() if k.startswith(("pep8_", "nll", "kl_"))},
+               **{f"t1_{k}": v for k, v in temperature_one(config.model_dir, args).items()}}
         rows.append(row)
         emit(row)
     mle = next((r for r in rows if r["objective"] == "mle"), None)
     for row in rows:
         if mle:
             row["reduction"] = mle["pep8_misalignment"] / max(row["pep8_misalignment"], 1e-12)
+            row["t1_reduction"] = mle["t1_misalignment"] / max(row["t1_misalignment"], 1e-12)
             row["loss_change"] = row["nll"] / mle["nll"] - 1.0
     conditional = [r for r in rows if r["objective"] == "conditional"]
     best = min(conditional, key=lambda r: r["pep8_misalignment"]) if conditional else None
@@ -116,7 +132,8 @@ def main():
         summary.update(best_conditional=best["label"], conditional_reduction=round(best["reduction"], 2),
                        conditional_loss_change=round(best["loss_change"], 4), target_reduction=5.0,
                        target_loss_change=0.05,
-                       meets_target=best["reduction"] >= 5.0 and best["loss_change"] <= 0.05)
+                       meets_target=best["reduction"] >= 5.0 and best["loss_change"] <= 0.05,
+                       conditional_t1_reduction=round(best["t1_reduction"], 2))
     emit(summary)
     table = markdown_table(rows, COLUMNS)
     with open(os.path.join(args.results_dir, "results.md"), "w", encoding="utf-8") as f:
