@@ -67,7 +67,7 @@ def test_evaluate_with_a_scorer_reports_misalignment_and_kl(steered, tmp_path, c
     report = evaluate_run(model_dir, sampling=None, misalignment=settings)
     metrics = report["metrics"]
     for name in ("pep8_misalignment", "pep8_score_max@25", "pep8_violation_rate", "pep8_parse_rate",
-                 "kl_to_reference", "nll", "nll_aligned"):
+                 "pep8_distinct_2", "kl_to_reference", "nll", "nll_aligned"):
         assert math.isfinite(metrics[name]), name
     assert metrics["pep8_score_max@25"] >= metrics["pep8_misalignment"]
     assert metrics["kl_to_reference"] > 0  # a trained model is far from a 4-step one

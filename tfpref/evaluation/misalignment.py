@@ -12,6 +12,7 @@ and are scored by the run's scorer:
   * parse_rate (pep8): fraction of samples that are valid Python, or, for a sample cut off by
     --max_new_tokens, a valid *prefix* of Python (see `valid_python_prefix`); blank samples count
     as not parsing;
+  * distinct-1/2 (diversity: distinct word n-grams over all of them);
   * KL from a reference run's model, estimated on the samples (`kl_to_reference`).
 """
 import dataclasses
@@ -26,6 +27,7 @@ import tensorflow as tf
 from tfpref.config import config_path
 from tfpref.data.tokenizer import BOS_ID, CONTROL_IDS, ByteTokenizer
 from tfpref.errors import UserError
+from tfpref.evaluation.text_metrics import distinct_n
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler
 from tfpref.scorers.pep8 import parses
@@ -118,7 +120,8 @@ def misalignment_metrics(samples, scorer):
                f"score_max@{SCORE_MAX_OF}": expected_max(scores),
                "violation_rate": float(np.mean(scores > 0)),
                "blank_rate": float(np.mean([not t.strip() for t in texts])),
-               "sample_bytes": float(np.mean([len(t.encode("utf-8")) for t in texts]))}
+               "sample_bytes": float(np.mean([len(t.encode("utf-8")) for t in texts])),
+               "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
     if scorer.name == "pep8":  # a blank sample is no program, though Python accepts it
         metrics["parse_rate"] = float(np.mean([
             bool(s["text"].strip()) and (parses(s["text"]) if s["finished"] else valid_python_prefix(s["text"]))
