@@ -4,7 +4,7 @@ Trains (or reuses, when --results_dir already holds the finished run) MLE, filte
 AWR and preference-vector conditioning on the standard library, evaluates each with
 `evaluate.py --scorer pep8`'s code (unconditional samples at temperature 0.7, top-p 0.9; KL from
 the MLE run) and again at temperature 1 without top-p, prints one JSON line per run and a summary line, and writes results.md (a table)
-and pareto.png (misalignment vs held-out LM loss) to --results_dir.
+and pareto.png (misalignment vs held-out LM loss; pareto_t1.png at temperature 1) to --results_dir.
 
     python benchmarks/phf_pep8.py                 # about an hour on 2 cores
     python benchmarks/phf_pep8.py --quick         # a few minutes: tiny models, few samples
@@ -142,7 +142,10 @@ def main():
     pareto_plot(rows, "nll", "pep8_misalignment", "label", os.path.join(args.results_dir, "pareto.png"),
                 "held-out LM loss (nats/byte)", "misalignment (PEP 8 violations per byte, log)",
                 "Pretraining with human feedback: PEP 8")
-    log(BENCHMARK, f"wrote {args.results_dir}/results.md and pareto.png")
+    pareto_plot(rows, "nll", "t1_misalignment", "label", os.path.join(args.results_dir, "pareto_t1.png"),
+                "held-out LM loss (nats/byte)", "misalignment at temperature 1 (log)",
+                "Pretraining with human feedback: PEP 8, samples at temperature 1")
+    log(BENCHMARK, f"wrote {args.results_dir}/results.md, pareto.png and pareto_t1.png")
     print(table, file=__import__("sys").stderr)
 
 
