@@ -84,7 +84,7 @@ def test_evaluate_cli_scorer_flags(steered):
 
     model_dir = steered["preference_vector"][0]
     out = subprocess.run([sys.executable, "evaluate.py", "--model_dir", model_dir, "--scorer", "pep8",
-                          "--scorer_samples", "8", "--num_samples", "0", "--max_new_tokens", "32"],
+                          "--scorer_samples", "8", "--num_samples", "2", "--max_new_tokens", "32"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "pep8_misalignment" in out.stdout and "unconditional samples scored by pep8" in out.stdout

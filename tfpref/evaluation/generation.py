@@ -13,7 +13,7 @@ import numpy as np
 
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.corpus import jsonl_records
-from tfpref.data.tokenizer import ByteTokenizer
+from tfpref.data.tokenizer import BOS_ID, ByteTokenizer
 from tfpref.errors import UserError, location
 from tfpref.evaluation.text_metrics import generation_metrics
 from tfpref.models.sampling import Sampler, left_pad
@@ -93,23 +93,31 @@ def split_prompts(data, limit, max_new_tokens):
     return items
 
 
-def sample_completions(model, items, settings):
-    """`items` with "completion", "num_tokens", "finished" and "logprob" (sum) added."""
+def sample_completions(model, items, settings, objective=None):
+    """`items` with "completion", "num_tokens", "finished" and "logprob" (sum) added.
+
+    With the run's `objective`, generation is asked for aligned text as the objective defines it
+    (a control token after BOS, a preference vector), with the objective's banned ids.
+    """
     tokenizer = ByteTokenizer()
-    encoded = [tokenizer.encode(item["prompt"], add_bos=True) for item in items]
+    prefix = list(objective.prompt_prefix(True)) if objective is not None else []
+    encoded = [np.concatenate([[BOS_ID], prefix, tokenizer.encode(item["prompt"])]).astype(np.int32)
+               for item in items]
     limit = MAX_TRANSFORMER_SEQ_LEN - settings.max_new_tokens
     for index, ids in enumerate(encoded):
         if len(ids) > limit:
             raise UserError(f"prompt {index + 1}: {len(ids)} tokens with --max_new_tokens "
                             f"{settings.max_new_tokens} exceeds the model's {MAX_TRANSFORMER_SEQ_LEN} positions")
-    sampler = Sampler(model, settings.max_new_tokens)
+    sampler = (Sampler(model, settings.max_new_tokens, banned_ids=objective.banned_ids(True))
+               if objective is not None else Sampler(model, settings.max_new_tokens))
     results = []
     for begin in range(0, len(items), settings.batch_size):
         batch = encoded[begin:begin + settings.batch_size]
         width = -(-max(len(ids) for ids in batch) // _PROMPT_BUCKET) * _PROMPT_BUCKET
         ids, mask = left_pad(batch, width)
+        condition = objective.condition(len(batch), True) if objective is not None else None
         out = sampler(ids, mask, temperature=settings.temperature, top_k=settings.top_k,
-                      top_p=settings.top_p, seed=settings.seed + begin)
+                      top_p=settings.top_p, seed=settings.seed + begin, embedding_offset=condition)
         for row, item in enumerate(items[begin:begin + settings.batch_size]):
             tokens = out["tokens"][row][out["mask"][row]]
             results.append({**item, "completion": tokenizer.decode(tokens),
@@ -118,9 +126,9 @@ def sample_completions(model, items, settings):
     return results
 
 
-def sample_and_score(model, items, settings, eval_dir):
+def sample_and_score(model, items, settings, eval_dir, objective=None):
     """Sample `items`, write samples.jsonl to `eval_dir`, return the generation metrics."""
-    samples = sample_completions(model, items, settings)
+    samples = sample_completions(model, items, settings, objective)
     os.makedirs(eval_dir, exist_ok=True)
     with open(os.path.join(eval_dir, SAMPLES_FILE), "w", encoding="utf-8") as f:
         for sample in samples:

@@ -110,7 +110,7 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     if sampling is not None and not objective.needs_labels:
         if prompts is None:
             prompts = split_prompts(data, sampling.num_samples, sampling.max_new_tokens)
-        metrics.update(sample_and_score(model, prompts, sampling, os.path.join(model_dir, "eval")))
+        metrics.update(sample_and_score(model, prompts, sampling, os.path.join(model_dir, "eval"), objective))
         report["samples"] = {"count": len(prompts), "file": SAMPLES_FILE,
                              **{k: v for k, v in vars(sampling).items() if k != "batch_size"}}
     if misalignment is not None and not objective.needs_labels:
