@@ -4,7 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from tfpref.evaluation.misalignment import complete_lines, expected_max, misalignment_metrics, valid_python_prefix
+from tfpref.evaluation.misalignment import (complete_lines, expected_max, misalignment_metrics, scored_text,
+                                            valid_python_prefix)
 from tfpref.scorers.base import get_scorer
 
 
@@ -19,10 +20,18 @@ def test_expected_max_of_fewer_samples_than_k_is_their_max():
     assert expected_max([0.1, 0.3], 25) == 0.3
 
 
-def test_cut_samples_are_scored_on_complete_lines():
+def test_cut_samples_are_parsed_on_complete_lines():
     assert complete_lines("x = 1\ny = ", finished=False) == "x = 1\n"
     assert complete_lines("x = 1\ny = ", finished=True) == "x = 1\ny = "
     assert complete_lines("y = ", finished=False) == "y = "  # no complete line: all of it
+
+
+def test_a_line_cut_after_a_space_is_not_trailing_whitespace():
+    assert scored_text("x = 1\ny = ", finished=False) == "x = 1\ny ="
+    assert scored_text("x = 1\ny = ", finished=True) == "x = 1\ny = "  # it really ended there
+    assert scored_text("x = 1\n    ", finished=False) == "x = 1\n    "  # only spaces: kept
+    samples = [{"text": "def f(a):\n    return a + ", "finished": False}]
+    assert misalignment_metrics(samples, get_scorer("pep8"))[1][0] == 0.0
 
 
 def test_valid_python_prefix_accepts_text_cut_inside_a_block_or_bracket():
