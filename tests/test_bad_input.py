@@ -16,7 +16,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 180
 # Flags for a tiny, fast model; the cases below add or override what they test.
-TINY = ["--train_steps", "2", "--d_model", "16", "--num_layers", "1", "--num_heads", "2",
+TINY = ["--objective", "mle", "--train_steps", "2", "--d_model", "16", "--num_layers", "1", "--num_heads", "2",
         "--ff_dim", "32", "--seq_len", "16", "--batch_size", "2", "--log_every", "1",
         "--eval_batches", "1", "--no-jit_compile", "--no_progress"]
 

@@ -58,7 +58,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     objective: str = "conditional"  # the default job: pretraining with PEP 8 feedback (control tokens)
-    train_steps: int = 600
+    train_steps: int = 1500
     batch_size: int = 16          # global batch: examples per optimizer step, over all replicas
     grad_accum: int = 1           # micro-batches per optimizer step (batch_size is split into them)
     learning_rate: float = 2e-3
