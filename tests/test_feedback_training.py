@@ -2,16 +2,20 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import tfpref  # noqa: F401
+from tfpref.config import RunConfig
+from tfpref.errors import UserError
+from tfpref.evaluation.misalignment import UNCONDITIONAL_SAMPLES_FILE, MisalignmentSettings
 from tfpref.evaluation.run import evaluate_run
-from tfpref.evaluation.misalignment import MisalignmentSettings, UNCONDITIONAL_SAMPLES_FILE
 from tfpref.training.run import train
 
-from helpers import TINY_FLAGS, run_train, tiny_config
+from helpers import REPO, TINY_FLAGS, run_train, tiny_config
 from test_feedback_data import write_pep8_corpus
 
 FEEDBACK = ("filter", "conditional", "unlikelihood", "rwr", "awr", "preference_vector")
@@ -45,7 +49,8 @@ def steered(tmp_path_factory, corpus):
     runs = {}
     for objective in ("conditional", "preference_vector"):
         config = tiny_config(tmp_path_factory.mktemp(objective) / "run", corpus, objective=objective,
-                             train_steps=300, d_model=64, seq_len=64, batch_size=8, drop_control_fraction=0.0)
+                             train_steps=300, d_model=64, seq_len=64, batch_size=8, drop_control_fraction=0.0,
+                             check_samples=64)
         runs[objective] = (config.model_dir, train(config, show_progress=False))
     return runs
 
@@ -78,19 +83,14 @@ def test_evaluate_with_a_scorer_reports_misalignment_and_kl(steered, tmp_path, c
 
 
 def test_evaluate_cli_scorer_flags(steered):
-    from helpers import REPO
-    import subprocess
-    import sys
-
     model_dir = steered["preference_vector"][0]
     out = subprocess.run([sys.executable, "evaluate.py", "--model_dir", model_dir, "--scorer", "pep8",
                           "--scorer_samples", "8", "--num_samples", "2", "--max_new_tokens", "32"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "pep8_misalignment" in out.stdout and "unconditional samples scored by pep8" in out.stdout
-    bad = subprocess.run([sys.executable, "evaluate.py", "--model_dir", model_dir, "--scorer", "nonsense"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "unknown scorer" in bad.stderr and "Traceback" not in bad.stderr
+    with pytest.raises(UserError, match="unknown scorer"):
+        evaluate_run(model_dir, sampling=None, misalignment=MisalignmentSettings("nonsense", num_samples=2))
 
 
 def test_train_cli_feedback_flags_and_bad_values(tmp_path, corpus):
@@ -100,19 +100,29 @@ def test_train_cli_feedback_flags_and_bad_values(tmp_path, corpus):
     with open(tmp_path / "ul" / "config.json", encoding="utf-8") as f:
         stored = json.load(f)["feedback"]
     assert stored["ul_alpha"] == 0.5 and stored["segment"] == "chunk"
-    for flags, message in ((["--segment", "word"], "--segment: unknown granularity"),
-                           (["--beta", "0"], "--beta must be positive"),
-                           (["--filter_percentile", "120"], "--filter_percentile must be in"),
-                           (["--scorer", "no_such_module_q:f"], "cannot import")):
-        bad = run_train([*TINY_FLAGS, "--data", corpus, "--objective", "filter", *flags,
-                         "--model_dir", str(tmp_path / "bad")])
-        assert bad.returncode == 2 and message in bad.stderr, (flags, bad.stderr)
-        assert not os.path.exists(tmp_path / "bad")
+    bad = run_train([*TINY_FLAGS, "--data", corpus, "--objective", "filter", "--segment", "word",
+                     "--model_dir", str(tmp_path / "bad")])
+    assert bad.returncode == 2 and "--segment: unknown granularity" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr and not os.path.exists(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("field, value, message", [("beta", 0.0, "--beta must be positive"),
+                                                   ("filter_percentile", 120.0, "--filter_percentile must be in"),
+                                                   ("drop_control_fraction", 1.0, "--drop_control_fraction"),
+                                                   ("awr_alpha", -0.1, "--awr_alpha")])
+def test_bad_feedback_values_name_their_flag(field, value, message):
+    config = RunConfig(model_dir="unused")
+    setattr(config.feedback, field, value)
+    with pytest.raises(UserError, match=message):
+        config.validate()
+
+
+def test_filtering_everything_out_is_a_user_error_and_writes_nothing(tmp_path):
     all_bad = tmp_path / "all_bad.py"
     all_bad.write_text("".join(f"def f_{i}():\n    x=1\n    return x\n\n\n" for i in range(200)))
-    everything = run_train([*TINY_FLAGS, "--data", str(all_bad), "--objective", "filter", "--segment", "chunk",
-                            "--model_dir", str(tmp_path / "empty")])
-    assert everything.returncode == 2 and "filtered out" in everything.stderr, everything.stderr
+    config = tiny_config(tmp_path / "empty", all_bad, objective="filter", segment="chunk")
+    with pytest.raises(UserError, match="filtered out"):
+        train(config, show_progress=False)
     assert not os.path.exists(tmp_path / "empty")
 
 

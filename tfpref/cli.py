@@ -74,6 +74,9 @@ TRAIN_FLAGS = [
     ("runtime", "eval_batches", "Validation batches per evaluation."),
     ("runtime", "log_every", "Write TensorBoard training scalars every N steps."),
     ("runtime", "max_bad_steps", "Stop after this many consecutive non-finite steps."),
+    ("runtime", "check_samples", "Conditional and preference-vector runs end by sampling this many texts asked "
+                                 "to be aligned and as many asked to be misaligned, and print their "
+                                 "misalignment; 0 skips the check."),
     ("runtime", "export", "When training ends, write a SavedModel for TensorFlow Serving to "
                           "<model_dir>/export/<step>/ (signatures generate and score, or classify "
                           "and score)."),

@@ -139,11 +139,12 @@ class RuntimeConfig:
     log_every: int = 20
     max_bad_steps: int = 5        # consecutive non-finite steps before the run stops
     export: bool = True           # SavedModel under <model_dir>/export/<step>/ when training ends
+    check_samples: int = 64       # conditional runs: samples per condition in the closing aligned-vs-misaligned check
 
     def validate(self):
         if self.strategy not in STRATEGIES:
             raise UserError(f"--strategy: unknown strategy '{self.strategy}' (choose from {', '.join(STRATEGIES)})")
-        _non_negative(self, "cpu_replicas")
+        _non_negative(self, "cpu_replicas", "check_samples")
         _positive(self, "checkpoint_every", "keep_checkpoints", "eval_every", "eval_batches",
                   "log_every", "max_bad_steps")
 
@@ -206,7 +207,7 @@ class RunConfig:
 RESUMABLE_CHANGES = {
     "train.train_steps", "runtime.checkpoint_every", "runtime.keep_checkpoints",
     "runtime.eval_every", "runtime.eval_batches", "runtime.log_every", "runtime.max_bad_steps",
-    "runtime.jit_compile", "runtime.strategy", "runtime.cpu_replicas", "runtime.export",
+    "runtime.jit_compile", "runtime.strategy", "runtime.cpu_replicas", "runtime.export", "runtime.check_samples",
     "classes",  # derived from the data, which is compared itself; checked again when data loads
 }
 

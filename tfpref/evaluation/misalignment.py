@@ -182,6 +182,9 @@ class MisalignmentSettings:
     batch_size: int = 64
 
     def validate(self):
+        from tfpref.scorers.base import get_scorer
+
+        get_scorer(self.scorer)  # an unknown or unloadable scorer fails before any work is done
         if self.num_samples < 1:
             raise UserError("--scorer_samples must be positive")
         if self.reference_dir and not os.path.exists(config_path(self.reference_dir)):

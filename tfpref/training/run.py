@@ -176,10 +176,11 @@ def train(config, show_progress=True):
             head = objective.head if objective.needs_labels else None
             result["export"] = export_model(model, config.model_dir, result["step"], head, config.classes,
                                             config.data.seq_len, objective)
-        if finished and objective.controllable:
+        if finished and objective.controllable and config.runtime.check_samples > 0:
             from tfpref.evaluation.misalignment import controllability
 
-            result["controllability"] = controllability(model, objective, config.feedback.scorer)
+            result["controllability"] = controllability(model, objective, config.feedback.scorer,
+                                                        config.runtime.check_samples)
             logger.scalars("eval", result["step"], result["controllability"])
     finally:
         logger.close()
