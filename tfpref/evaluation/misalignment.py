@@ -154,7 +154,8 @@ def kl_to_reference(samples, reference_model, reference_prefix=(BOS_ID,), batch_
     differences = []
     for begin in range(0, len(samples), batch_size):
         batch = samples[begin:begin + batch_size]
-        texts = [s["tokens"][~np.isin(s["tokens"], CONTROL_IDS)] for s in batch]
+        is_text = [~np.isin(s["tokens"], CONTROL_IDS) for s in batch]
+        texts = [s["tokens"][keep] for s, keep in zip(batch, is_text)]
         width = len(reference_prefix) + max(len(t) for t in texts)
         ids = np.zeros((len(batch), width), np.int32)
         mask = np.zeros((len(batch), width), bool)
@@ -162,9 +163,8 @@ def kl_to_reference(samples, reference_model, reference_prefix=(BOS_ID,), batch_
             sequence = np.concatenate([reference_prefix, tokens])
             ids[row, :len(sequence)], mask[row, :len(sequence)] = sequence, True
         reference = tf.reduce_sum(sequence_logprobs(reference_model, tf.constant(ids), tf.constant(mask)), 1)
-        for sample, q in zip(batch, reference.numpy()):
-            is_text = ~np.isin(sample["tokens"], CONTROL_IDS)
-            differences.append(float(np.sum(sample["model_logprobs"][is_text])) - float(q))
+        for sample, keep, q in zip(batch, is_text, reference.numpy()):
+            differences.append(float(np.sum(sample["model_logprobs"][keep])) - float(q))
     return float(np.mean(differences))
 
 
@@ -191,8 +191,9 @@ class MisalignmentSettings:
             raise UserError(f"--reference_dir {self.reference_dir}: not a run directory (no config.json)")
 
 
-def evaluate_misalignment(model, objective, settings, eval_dir, load_run=None):
+def evaluate_misalignment(model, objective, settings, eval_dir):
     """Sample, score and write `unconditional_samples.jsonl`; returns the metrics dict."""
+    from tfpref.evaluation.run import load_run  # late: evaluation.run imports this module
     from tfpref.scorers.base import get_scorer
 
     scorer = get_scorer(settings.scorer)

@@ -114,8 +114,7 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         report["samples"] = {"count": len(prompts), "file": SAMPLES_FILE,
                              **{k: v for k, v in vars(sampling).items() if k != "batch_size"}}
     if misalignment is not None and not objective.needs_labels:
-        metrics.update(evaluate_misalignment(model, objective, misalignment, os.path.join(model_dir, "eval"),
-                                             load_run))
+        metrics.update(evaluate_misalignment(model, objective, misalignment, os.path.join(model_dir, "eval")))
         report["unconditional_samples"] = {"file": UNCONDITIONAL_SAMPLES_FILE, **vars(misalignment)}
     write_report(model_dir, report)
     return report
