@@ -32,7 +32,8 @@ def tiny_config(model_dir, data, **overrides):
     config.runtime.check_samples = 8  # conditional runs' closing check: a few samples are enough here
     config.runtime.eval_batches, config.runtime.log_every = 2, 2
     for key, value in overrides.items():
-        section = next(s for s in (config.data, config.model, config.train, config.feedback, config.runtime)
+        section = next(s for s in (config.data, config.model, config.train, config.feedback, config.align,
+                                     config.runtime)
                        if hasattr(s, key))
         setattr(section, key, value)
     return config

@@ -106,7 +106,7 @@ def test_train_cli_feedback_flags_and_bad_values(tmp_path, corpus):
     assert "Traceback" not in bad.stderr and not os.path.exists(tmp_path / "bad")
 
 
-@pytest.mark.parametrize("field, value, message", [("beta", 0.0, "--beta must be positive"),
+@pytest.mark.parametrize("field, value, message", [("beta", -1.0, "--beta must not be negative"),
                                                    ("filter_percentile", 120.0, "--filter_percentile must be in"),
                                                    ("drop_control_fraction", 1.0, "--drop_control_fraction"),
                                                    ("awr_alpha", -0.1, "--awr_alpha")])

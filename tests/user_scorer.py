@@ -16,3 +16,8 @@ def wrong_length(texts):
 
 def not_numbers(texts):
     return ["high" for _ in texts]
+
+
+def fewer_a(texts):
+    """Minus the number of 'a' characters: an RL toy task (reward = -score = count of 'a')."""
+    return [-float(text.count("a")) for text in texts]

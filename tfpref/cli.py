@@ -32,7 +32,9 @@ TRAIN_FLAGS = [
                            "labels from --label_field, PEP 8 clean/not clean for stdlib), or one of the "
                            "pretraining-with-feedback objectives on --scorer's scores: filter, conditional "
                            "(<|aligned|>/<|misaligned|> control tokens), unlikelihood, rwr, awr, "
-                           "preference_vector."),
+                           "preference_vector. Learning from preferences (--data: a preference JSONL file, "
+                           "or for RL stdlib / a JSONL of prompts): reward_model, dpo, and the online RL "
+                           "objectives reinforce, rloo and ppo (these fine-tune --init_from)."),
     ("train", "train_steps", "Optimizer steps in total (a resumed run continues up to this)."),
     ("train", "batch_size", "Global batch: examples per optimizer step over all replicas."),
     ("train", "grad_accum", "Micro-batches per step; batch_size is split into this many."),
@@ -61,8 +63,40 @@ TRAIN_FLAGS = [
     ("feedback", "filter_percentile", "filter: if > 0, drop training segments above this percentile of "
                                       "the training scores instead."),
     ("feedback", "ul_alpha", "unlikelihood: weight of -log(1 - p) on tokens of misaligned segments."),
-    ("feedback", "beta", "rwr / awr: temperature of the weights exp(reward / beta), exp(advantage / beta)."),
+    ("feedback", "beta", "rwr / awr: temperature of the weights exp(reward / beta), exp(advantage / beta) "
+                         "(0 means 1); dpo: strength of the implicit KL to the reference (0 means 0.1)."),
     ("feedback", "awr_alpha", "awr: weight of the weighted LM loss; 1 - awr_alpha weighs the value loss."),
+    ("align", "reward_loss", "reward_model: bradley_terry (pairs; every format can be turned into pairs), "
+                             "plackett_luce or all_pairs (rankings), regression (ratings), bce (click-through "
+                             "rates); auto picks by the data's format."),
+    ("align", "margin", "reward_model, bradley_terry: margin added to each pair's own 'margin' field."),
+    ("align", "reward_model", "reinforce / rloo / ppo: a reward_model run directory whose normalised reward "
+                              "is maximised; empty: the reward is minus --scorer's score."),
+    ("align", "samples_per_prompt", "RL: completions sampled per prompt (RLOO's leave-one-out group)."),
+    ("align", "baseline", "reinforce: none or moving_average (rloo uses the group's other samples, ppo a "
+                          "value head)."),
+    ("align", "kl_coef", "RL: weight of the KL penalty to the reference policy (--init_from), subtracted "
+                         "from the reward; the starting value when --target_kl is set."),
+    ("align", "target_kl", "RL: if > 0, adapt kl_coef toward this KL per completion (nats), as in Ziegler "
+                           "et al. 2019."),
+    ("align", "kl_horizon", "RL: horizon of the adaptive KL controller, in completions."),
+    ("align", "kl_estimator", "RL: k1 (log p - log p_ref) or k3 ((r - 1) - log r, r = p_ref / p; unbiased "
+                              "and never negative)."),
+    ("align", "ppo_epochs", "ppo: passes over each rollout."),
+    ("align", "ppo_minibatches", "ppo: optimizer steps per pass; a rollout holds batch_size x this "
+                                 "completions."),
+    ("align", "clip_ratio", "ppo: clip the probability ratio to [1 - x, 1 + x]."),
+    ("align", "value_coef", "ppo: weight of the value head's loss."),
+    ("align", "gamma", "ppo: discount factor."),
+    ("align", "gae_lambda", "ppo: lambda of generalised advantage estimation."),
+    ("align", "whiten_rewards", "RL: standardise each rollout's rewards to mean 0, std 1."),
+    ("align", "missing_eos_penalty", "RL: subtracted from the reward of a completion that hits "
+                                     "--max_new_tokens without ending."),
+    ("align", "max_new_tokens", "RL: longest completion, in tokens."),
+    ("align", "temperature", "RL: sampling temperature of the rollouts."),
+    ("align", "prompt_chars", "RL and preference data on stdlib: a prompt is the first lines of a function, "
+                              "up to this many characters."),
+    ("align", "ipo", "dpo: use the IPO loss (squared, Azar et al. 2023) instead of DPO's logistic loss."),
     ("runtime", "strategy", "default (one device), mirrored (all local GPUs, or --cpu_replicas CPU "
                             "devices) or multi_worker (reads TF_CONFIG)."),
     ("runtime", "cpu_replicas", "With mirrored/multi_worker: split the CPU into N logical devices."),

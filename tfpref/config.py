@@ -106,7 +106,7 @@ class FeedbackConfig:
     filter_threshold: float = 0.002361  # filter: drop training segments scoring above this
     filter_percentile: float = 0.0    # filter: if > 0, drop segments above this percentile instead
     ul_alpha: float = 0.01            # unlikelihood: weight of -log(1 - p) on misaligned tokens
-    beta: float = 1.0                 # rwr / awr: temperature of the exponential weights
+    beta: float = 0.0                 # rwr / awr temperature, dpo / ipo strength; 0: the objective's default
     awr_alpha: float = 0.05           # awr: weight of the weighted LM loss against the value loss
 
     def validate(self):
@@ -123,8 +123,50 @@ class FeedbackConfig:
             raise UserError(f"--filter_percentile must be in [0, 100], got {self.filter_percentile}")
         if not 0.0 <= self.awr_alpha <= 1.0:
             raise UserError(f"--awr_alpha must be in [0, 1], got {self.awr_alpha}")
-        _positive(self, "beta")
-        _non_negative(self, "ul_alpha", "threshold", "filter_threshold")
+        _non_negative(self, "beta", "ul_alpha", "threshold", "filter_threshold")
+
+
+REWARD_LOSSES = ("auto", "bradley_terry", "plackett_luce", "all_pairs", "regression", "bce")
+BASELINES = ("none", "moving_average")
+KL_ESTIMATORS = ("k1", "k3")
+
+
+@dataclass
+class AlignConfig:
+    """Learning from preferences: reward models, policy-gradient RL (reinforce, rloo, ppo), DPO."""
+    reward_loss: str = "auto"         # reward_model: auto picks from the data's format
+    margin: float = 0.0               # reward_model, bradley_terry: added to each pair's own margin
+    reward_model: str = ""            # RL: a reward_model run directory; empty: reward = -score of --scorer
+    samples_per_prompt: int = 4       # RL: completions sampled per prompt (RLOO's group)
+    baseline: str = "moving_average"  # reinforce: none or moving_average
+    kl_coef: float = 0.05             # RL: weight of the KL penalty to the reference policy
+    target_kl: float = 0.0            # RL: > 0 adapts kl_coef toward this KL per completion (nats)
+    kl_horizon: int = 10000           # RL: the adaptive controller's horizon, in completions
+    kl_estimator: str = "k1"          # RL: k1 (log-ratio) or k3 ((r - 1) - log r, never negative)
+    ppo_epochs: int = 2               # ppo: passes over each rollout
+    ppo_minibatches: int = 2          # ppo: optimizer steps per pass; a rollout is batch_size x this
+    clip_ratio: float = 0.2           # ppo: the policy ratio is clipped to 1 +- this
+    value_coef: float = 0.5           # ppo: weight of the value loss
+    gamma: float = 1.0                # ppo: discount
+    gae_lambda: float = 0.95          # ppo: GAE lambda
+    whiten_rewards: bool = False      # RL: standardise each rollout's rewards
+    missing_eos_penalty: float = 0.0  # RL: subtracted from the reward of completions that never end
+    max_new_tokens: int = 64          # RL: completion length limit
+    temperature: float = 1.0          # RL: sampling temperature of the rollouts
+    prompt_chars: int = 64            # RL, preference data: stdlib prompts are the first lines of a function, up to this long
+    ipo: bool = False                 # dpo: the IPO loss (Azar et al. 2023) instead of the logistic one
+
+    def validate(self):
+        _choice(self, "reward_loss", REWARD_LOSSES)
+        _choice(self, "baseline", BASELINES)
+        _choice(self, "kl_estimator", KL_ESTIMATORS)
+        _positive(self, "samples_per_prompt", "kl_horizon", "ppo_epochs", "ppo_minibatches",
+                  "max_new_tokens", "temperature", "prompt_chars")
+        _non_negative(self, "margin", "kl_coef", "target_kl", "clip_ratio", "value_coef",
+                      "missing_eos_penalty")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
@@ -156,16 +198,20 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     classes: list = field(default_factory=list)  # derived: class names of a classification run
 
     def validate(self):
-        for section in (self.data, self.model, self.train, self.feedback, self.runtime):
+        for section in (self.data, self.model, self.train, self.feedback, self.align, self.runtime):
             section.validate()
         if not self.model_dir:
             raise UserError("--model_dir: must not be empty")
         if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
             raise UserError(f"--model_dir {self.model_dir} exists and is not a directory")
+        from tfpref.objectives import OBJECTIVES
+
+        OBJECTIVES[self.train.objective].check_config(self)
         if self.model.model == "transformer" and self.data.seq_len > MAX_TRANSFORMER_SEQ_LEN:
             raise UserError(f"--seq_len {self.data.seq_len} is above the transformer's maximum of "
                             f"{MAX_TRANSFORMER_SEQ_LEN} positions")
@@ -180,7 +226,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values):
         sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-                    "feedback": FeedbackConfig, "runtime": RuntimeConfig}
+                    "feedback": FeedbackConfig, "align": AlignConfig, "runtime": RuntimeConfig}
         if not isinstance(values, dict):
             raise ValueError("expected a JSON object")
         kwargs = {"model_dir": values.get("model_dir", ""), "classes": list(values.get("classes", []))}
@@ -243,6 +289,12 @@ def _positive(section, *names):
         value = getattr(section, name)
         if value <= 0:
             raise UserError(f"--{name} must be positive, got {value}")
+
+
+def _choice(section, name, choices):
+    value = getattr(section, name)
+    if value not in choices:
+        raise UserError(f"--{name}: unknown value '{value}' (choose from {', '.join(choices)})")
 
 
 def _non_negative(section, *names):

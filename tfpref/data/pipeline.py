@@ -35,6 +35,31 @@ class TokenData:
     def num_examples(self):
         return len(self.starts)
 
+    def gatherer(self):
+        return example_gatherer(self)
+
+
+@dataclass
+class ArrayData:
+    """Examples held as arrays with one row per example (preference groups, RL rollouts):
+    a batch is those rows of every array, keyed by the array's name."""
+    arrays: dict          # name -> np.ndarray [num_examples, ...]
+    seq_len: int
+
+    @property
+    def num_examples(self):
+        return len(next(iter(self.arrays.values())))
+
+    def gatherer(self):
+        tensors = {name: tf.constant(value) for name, value in self.arrays.items()}
+
+        def gather(indices, sample_index):
+            batch = {name: tf.gather(value, indices) for name, value in tensors.items()}
+            batch["sample_index"] = sample_index
+            return batch
+
+        return gather
+
 
 def tokenize_chunks(chunks, tokenizer=None):
     """(stream, chunk_starts, chunk_lengths): chunks as BOS text EOS, concatenated."""
@@ -129,7 +154,7 @@ def make_dataset(data, shares, sample_positions):
     sample, the same on resume and on any number of replicas.
     """
     dataset = tf.data.Dataset.from_tensor_slices((shares, sample_positions))
-    dataset = dataset.map(example_gatherer(data), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(data.gatherer(), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -151,5 +176,5 @@ def distributed_dataset(strategy, data, order, grad_accum, first_step=0):
     return strategy.distribute_datasets_from_function(dataset_fn, options)
 
 
-__all__ = ["TokenData", "build_token_data", "batch_order", "sequential_order", "replica_shares",
+__all__ = ["TokenData", "ArrayData", "build_token_data", "batch_order", "sequential_order", "replica_shares",
            "make_dataset", "distributed_dataset", "BOS_ID", "EOS_ID", "PAD_ID"]

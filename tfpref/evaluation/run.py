@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfpref.config import RunConfig, config_path
-from tfpref.data.pipeline import example_gatherer
 from tfpref.errors import UserError
 from tfpref.evaluation.generation import SAMPLES_FILE, load_prompts, sample_and_score, split_prompts
 from tfpref.evaluation.metrics import classification_report
@@ -40,7 +39,8 @@ def load_run(model_dir):
 def _batches(data, batch_size):
     """Every example of `data` once, in order, the last batch possibly smaller."""
     indices = tf.data.Dataset.range(data.num_examples).batch(batch_size)
-    return indices.map(lambda i: example_gatherer(data)(i, i)).prefetch(2)
+    gather = data.gatherer()
+    return indices.map(lambda i: gather(i, i)).prefetch(2)
 
 
 def load_eval_data(config, split, scorer=None):

@@ -26,3 +26,15 @@ def sequence_logprobs(model, token_ids, mask, training=False, embedding_offset=N
     logits = model(token_ids[:, :-1], padding_mask=mask[:, :-1], training=training, **extra)
     logprobs = token_logprobs_from_logits(logits, token_ids[:, 1:])
     return logprobs * tf.cast(mask[:, 1:], logprobs.dtype)
+
+
+def completion_logprobs(model, token_ids, padding_mask, completion_mask, training=False):
+    """log p(completion | prompt) of groups of sequences: [n, k] from [n, k, T] inputs.
+
+    `completion_mask` marks the completion's tokens; the prompt before them is only context.
+    """
+    shape = tf.shape(token_ids)
+    flat = [tf.reshape(x, [-1, shape[-1]]) for x in (token_ids, padding_mask, completion_mask)]
+    token_logprobs = sequence_logprobs(model, flat[0], flat[1], training=training)
+    summed = tf.reduce_sum(token_logprobs * tf.cast(flat[2][:, 1:], token_logprobs.dtype), axis=-1)
+    return tf.reshape(summed, shape[:2])

@@ -3,15 +3,19 @@ from tfpref.objectives.base import Objective, ObjectiveOutput
 from tfpref.objectives.classify import ClassifyObjective
 from tfpref.objectives.conditional import ConditionalObjective
 from tfpref.objectives.denoising import DenoisingObjective
+from tfpref.objectives.dpo import DpoObjective
 from tfpref.objectives.filtering import FilterObjective
 from tfpref.objectives.mle import MleObjective
+from tfpref.objectives.policy_gradient import PpoObjective, ReinforceObjective, RlooObjective
 from tfpref.objectives.preference_vector import PreferenceVectorObjective
+from tfpref.objectives.reward_model import RewardModelObjective
 from tfpref.objectives.reward_weighted import AwrObjective, RwrObjective
 from tfpref.objectives.unlikelihood import UnlikelihoodObjective
 
 OBJECTIVES = {cls.name: cls for cls in (
     MleObjective, DenoisingObjective, ClassifyObjective, FilterObjective, ConditionalObjective,
-    UnlikelihoodObjective, RwrObjective, AwrObjective, PreferenceVectorObjective)}
+    UnlikelihoodObjective, RwrObjective, AwrObjective, PreferenceVectorObjective,
+    RewardModelObjective, DpoObjective, ReinforceObjective, RlooObjective, PpoObjective)}
 # Pretraining with human feedback (Korbak et al. 2023): objectives that train on scored segments.
 FEEDBACK_OBJECTIVES = tuple(name for name, cls in OBJECTIVES.items() if cls.needs_scores)
 

@@ -41,6 +41,10 @@ class Objective:
     needs_scores = False
 
     @classmethod
+    def check_config(cls, config):
+        """Raise UserError if the RunConfig `config` does not suit this objective."""
+
+    @classmethod
     def select_segments(cls, config, scores):
         """Bool mask over the training split's segment scores: which segments to train on."""
         return np.ones(len(scores), bool)
@@ -49,6 +53,14 @@ class Objective:
     def segment_prefixes(cls, config, scores, rng, training):
         """Control token id to put before each segment (-1: none), or None for no control tokens."""
         return None
+
+    @classmethod
+    def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
+        """{split: data or None} of the `wanted` splits: TokenData of the packed corpus by default
+        (scored for objectives that need scores)."""
+        from tfpref.data.loading import load_text_data
+
+        return load_text_data(config, cls, wanted, show_progress)
 
     # True when generation can be asked for aligned or misaligned text (conditional training).
     controllable = False
@@ -64,6 +76,32 @@ class Objective:
     def condition(self, batch_size, aligned=True):
         """Embedding offset [batch, d_model] to generate with, or None."""
         return None
+
+    # ---- hooks of the training run (tfpref.training.run) ------------------------------------
+
+    def checkpoint_trackables(self):
+        """{name: tf.Variable or trackable} of objective state saved with each checkpoint."""
+        return {}
+
+    def prepare(self, trainer):
+        """Called once the trainer is built and its checkpoint restored, before training."""
+
+    def train_batches(self, trainer, first_step):
+        """Iterable of distributed batches for steps first_step + 1, first_step + 2, ...: by
+        default the training data in the seeded order of `batch_order`."""
+        from tfpref.data.pipeline import batch_order, distributed_dataset
+
+        train = self.config.train
+        order = batch_order(trainer.train_data.num_examples, train.train_steps, train.batch_size, train.seed)
+        return distributed_dataset(trainer.strategy, trainer.train_data, order[first_step:],
+                                   train.grad_accum, first_step=first_step)
+
+    def finish(self, trainer):
+        """Called when training ends (not when interrupted); returns results to report."""
+        return {}
+
+    # A reward model's head: runs that have one export a `reward` signature.
+    reward_head = None
 
     def trainable_variables(self, model):
         """What the optimizer updates: the model (unless --freeze_backbone) and the objective's layers."""

@@ -22,6 +22,12 @@ class ClassifyObjective(Objective):
         self.head.build((None, None, config.model.d_model))
         self.trainable_layers = [self.head]
 
+    @classmethod
+    def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
+        from tfpref.data.loading import load_labeled_data
+
+        return load_labeled_data(config, wanted)
+
     def logits(self, batch, model, training):
         frozen = self.config.train.freeze_backbone
         hidden = model.hidden_states(batch["token_ids"], batch["padding_mask"], training=training and not frozen)

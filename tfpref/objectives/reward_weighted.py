@@ -15,6 +15,7 @@ from tfpref.objectives.base import ObjectiveOutput
 from tfpref.objectives.mle import MleObjective, lm_metrics, per_example
 
 MAX_WEIGHT = 1000.0
+DEFAULT_BETA = 1.0  # what --beta 0 means here
 
 
 def rwr_token_losses(logprobs, rewards, beta):
@@ -43,7 +44,7 @@ class RwrObjective(MleObjective):
     def compute(self, batch, model, training):
         logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"], training=training)
         rewards, mask = _rewards_and_mask(batch)
-        token_losses = rwr_token_losses(logprobs, rewards, self.config.feedback.beta) * mask
+        token_losses = rwr_token_losses(logprobs, rewards, self.config.feedback.beta or DEFAULT_BETA) * mask
         return ObjectiveOutput(losses=per_example(token_losses, batch),
                                metrics=lm_metrics(logprobs, batch, self.config.feedback.threshold))
 
@@ -68,7 +69,8 @@ class AwrObjective(MleObjective):
         logprobs *= mask
         values = self.value_head(hidden) * mask
         feedback = self.config.feedback
-        token_losses, weights = awr_token_losses(logprobs, values, rewards, feedback.awr_alpha, feedback.beta)
+        token_losses, weights = awr_token_losses(logprobs, values, rewards, feedback.awr_alpha,
+                                                  feedback.beta or DEFAULT_BETA)
         metrics = lm_metrics(logprobs, batch, feedback.threshold)
         count = tf.reduce_sum(mask)
         metrics.update(awr_weight=(tf.reduce_sum(weights * mask), count),

@@ -31,7 +31,7 @@ import os
 import tensorflow as tf
 
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
-from tfpref.data.tokenizer import PAD_ID, ByteTokenizer
+from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import DEFAULT_BANNED_IDS, Sampler
 
@@ -61,7 +61,9 @@ class ServingModule(tf.Module):
         self.model, self.head = model, head
         # Keras 3 layers held in Python lists are invisible to TensorFlow's object graph; listing
         # every variable here is what puts them all in the SavedModel.
-        self.model_variables = list(model.variables) + (list(head.variables) if head is not None else [])
+        self.reward_head = objective.reward_head if objective is not None else None
+        heads = [h for h in (head, self.reward_head) if h is not None]
+        self.model_variables = list(model.variables) + [v for h in heads for v in h.variables]
         self.classes = tf.constant(list(classes) or [""])
         self.max_length, self.seq_len = max_length, seq_len
         self.tokenizer = ByteTokenizer()
@@ -74,7 +76,9 @@ class ServingModule(tf.Module):
         self.sampler = Sampler(model, max_new_tokens=1, banned_ids=banned, jit_compile=False)
         # Only the functions this run serves become attributes: saving traces every one there is.
         self.score = tf.function(self._score, input_signature=[_STRINGS])
-        if head is not None:
+        if self.reward_head is not None:
+            self.reward = tf.function(self._reward, input_signature=[_STRINGS, _STRINGS])
+        elif head is not None:
             self.classify = tf.function(self._classify, input_signature=[_STRINGS])
         else:
             self.generate = tf.function(self._generate, input_signature=[
@@ -110,6 +114,19 @@ class ServingModule(tf.Module):
         return {"total_logprob": tf.reduce_sum(token_logprobs, axis=1), "token_logprobs": token_logprobs,
                 "num_tokens": tf.cast(ragged.row_lengths() - 1, tf.int32)}
 
+    def _reward(self, prompts, completions):
+        # As in training (tfpref.data.preferences.encode_completion): BOS + the last seq_len bytes
+        # of prompt + completion; the normalised reward of the last token.
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.size(prompts), tf.size(completions), message="reward: prompts and completions differ in number")]):
+            completions = _checked(completions, "reward", False, tf.int32.max, "")
+        texts = tf.strings.join([prompts, completions])
+        ragged = self.tokenizer.encode_tf(texts)[:, -self.seq_len:]
+        ragged = tf.concat([tf.fill([tf.shape(texts)[0], 1], BOS_ID), ragged], axis=1)
+        ids = ragged.to_tensor(PAD_ID)
+        mask = tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1])
+        return {"reward": self.reward_head(self.model.hidden_states(ids, mask), mask)}
+
     def _classify(self, texts):
         # As in training: BOS text EOS, cut to seq_len + 1 tokens (so no text is too long).
         texts = _checked(texts, "classify", False, tf.int32.max, "")
@@ -127,8 +144,12 @@ def export_model(model, directory, step, head=None, classes=(), seq_len=None, ob
     reader never sees half an export) and return its path. `objective` conditions `generate`
     on aligned text for conditional and preference-vector runs."""
     module = ServingModule(model, head, classes, seq_len=seq_len, objective=objective)
-    signatures = ({"classify": module.classify.get_concrete_function()} if head is not None else
-                  {"generate": module.generate.get_concrete_function()})
+    if module.reward_head is not None:
+        signatures = {"reward": module.reward.get_concrete_function()}
+    elif head is not None:
+        signatures = {"classify": module.classify.get_concrete_function()}
+    else:
+        signatures = {"generate": module.generate.get_concrete_function()}
     signatures["score"] = module.score.get_concrete_function()
     parent = os.path.join(directory, EXPORT_DIR)
     final = os.path.join(parent, str(step))

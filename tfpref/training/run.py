@@ -14,8 +14,6 @@ import keras
 import tensorflow as tf
 
 from tfpref.config import RunConfig, config_path, incompatible_fields
-from tfpref.data.corpus import load_splits
-from tfpref.data.pipeline import build_token_data
 from tfpref.errors import UserError
 from tfpref.models import build_model
 from tfpref.objectives import build_objective
@@ -63,49 +61,11 @@ def adopt_init_from(config):
     config.model = RunConfig.load(config_path(source_dir)).model
 
 
-def load_labeled_token_data(config, wanted):
-    """Padded, labelled examples for classification; fills config.classes from the training split."""
-    from tfpref.data.labeled import load_labeled_splits
-
-    splits, classes = load_labeled_splits(config.data)
-    if config.classes and config.classes != classes:
-        raise UserError(f"--data {config.data.data}: classes {classes} differ from the run's {config.classes}")
-    config.classes = classes
-    class_ids = {name: i for i, name in enumerate(classes)}
-
-    def token_data(split):
-        texts, labels = splits[split]
-        known = [(t, class_ids[l]) for t, l in zip(texts, labels) if l in class_ids]
-        if not known:
-            return None
-        return build_token_data([t for t, _ in known], config.data.seq_len, packed=False,
-                                labels=[l for _, l in known])
-
-    return {split: token_data(split) for split in wanted}
-
-
 def load_token_data(config, wanted=("train", "validation"), show_progress=True):
-    """{split: TokenData or None} for the `wanted` splits, shaped as the objective needs."""
+    """{split: data or None} for the `wanted` splits, in the form the objective trains on."""
     from tfpref.objectives import OBJECTIVES
 
-    objective_cls = OBJECTIVES[config.train.objective]
-    if objective_cls.needs_labels:
-        return load_labeled_token_data(config, wanted)
-    if objective_cls.needs_scores:
-        from tfpref.data.scored import load_scored_token_data
-
-        loaded = load_scored_token_data(config, objective_cls, wanted, show_progress)
-        if "train" in wanted and loaded["train"].num_examples == 0:
-            raise UserError(f"--data {config.data.data}: fewer than --seq_len {config.data.seq_len} + 1 "
-                            f"training tokens")
-        return loaded
-    data = config.data
-    splits = load_splits(data.data, data.text_field, data.max_chunk_chars)
-    loaded = {split: build_token_data(splits[split], data.seq_len) if splits[split] else None
-              for split in wanted}
-    if "train" in wanted and (loaded["train"] is None or loaded["train"].num_examples == 0):
-        raise UserError(f"--data {data.data}: fewer than --seq_len {data.seq_len} + 1 training tokens")
-    return loaded
+    return OBJECTIVES[config.train.objective].load_data(config, wanted, show_progress)
 
 
 def build_trainer(config, show_progress=True):
@@ -137,7 +97,7 @@ def build_trainer(config, show_progress=True):
     worker_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
     checkpointer = Checkpointer(config.model_dir, config.runtime.keep_checkpoints, chief, worker_id,
                                 layers=[model, *objective.trainable_layers], optimizer=optimizer,
-                                step=step, loss_scale=loss_scale)
+                                step=step, loss_scale=loss_scale, **objective.checkpoint_trackables())
     restored = checkpointer.restore_latest() if resuming else None
     if not restored and config.train.init_from:
         print(f"Initialising from {restore_weights([model], config.train.init_from)}", flush=True)
@@ -152,8 +112,10 @@ def build_trainer(config, show_progress=True):
     if restored:
         print(f"Resuming {config.model_dir} from step {int(step.numpy())}", flush=True)
 
-    return Trainer(config, strategy, model, objective, optimizer, loss_scale, step,
-                   train_data, eval_data, logger, checkpointer)
+    trainer = Trainer(config, strategy, model, objective, optimizer, loss_scale, step,
+                      train_data, eval_data, logger, checkpointer)
+    objective.prepare(trainer)
+    return trainer
 
 
 def train(config, show_progress=True):
@@ -172,6 +134,8 @@ def train(config, show_progress=True):
         result["parameters"] = int(model.count_params())
         finished = trainer.checkpointer.is_chief and "interrupted_by" not in result
         objective = trainer.objective
+        if "interrupted_by" not in result:  # every worker: finishing may save a checkpoint
+            result.update(objective.finish(trainer))
         if finished and config.runtime.export:
             head = objective.head if objective.needs_labels else None
             result["export"] = export_model(model, config.model_dir, result["step"], head, config.classes,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfpref.data.pipeline import batch_order, distributed_dataset, sequential_order
+from tfpref.data.pipeline import distributed_dataset, sequential_order
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -123,9 +123,7 @@ class Trainer:
         """Train up to `train_steps`, resuming from the step counter. Returns final metrics."""
         runtime, total = self.config.runtime, self.config.train.train_steps
         start = int(self.step.numpy())
-        order = batch_order(self.train_data.num_examples, total, self.global_batch, self.config.train.seed)
-        dataset = distributed_dataset(self.strategy, self.train_data, order[start:], self.grad_accum,
-                                      first_step=start)
+        dataset = self.objective.train_batches(self, start)
         tokens_per_step = self.global_batch * self.train_data.seq_len
         window = _Window()
         last = {}

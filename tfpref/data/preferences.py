@@ -1,0 +1,293 @@
+"""Human preference data: four JSONL formats read into one comparison form.
+
+Formats (one per file; the first record's fields decide which, every record is then checked):
+  * pairwise  {"prompt", "chosen", "rejected"}            TRL's field names; optional "margin"
+  * rating    {"prompt", "completion", "rating"}          rating: a number, or a list of numbers
+                                                          (several raters; rows repeating a prompt
+                                                          and completion are merged the same way)
+  * clicks    {"prompt", "completion", "clicks", "impressions"}
+  * ranking   {"prompt", "completions": [...], "ranking": [...]}  ranking[i] is the rank of
+                                                          completions[i], 1 = best, no ties
+
+Every record becomes a `Preference`: a prompt, its completions, and what is known about them: an
+order (best first) for pairs and rankings, a target value (mean rating, click-through rate) with a
+weight (raters, impressions) for ratings and clicks. `comparisons()` turns any of them into
+(prompt, chosen, rejected) pairs: what DPO and a Bradley-Terry reward model train on.
+
+Fields not named above (ids, sources, rater details) are ignored: real data carries them.
+Simulated data (`python -m tfpref.preferences make`) adds "annotator_p", the probability that its
+noisy annotator prefers the chosen completion, from which the ceiling on accuracy is computed.
+"""
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfpref.data.corpus import jsonl_records
+from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
+from tfpref.errors import UserError, location
+
+FORMATS = {  # name -> the fields that identify it
+    "pairwise": ("chosen", "rejected"),
+    "ranking": ("completions", "ranking"),
+    "clicks": ("clicks", "impressions"),
+    "rating": ("rating",),
+}
+VALIDATION_PERCENT = 10  # prompts hashed into the held-out split
+
+
+@dataclass(frozen=True)
+class Preference:
+    prompt: str
+    completions: tuple           # one or more completion strings
+    order: tuple = None          # completion indices, best first (pairwise, ranking)
+    target: float = None         # mean rating or click-through rate (rating, clicks; one completion)
+    weight: float = 1.0          # raters or impressions behind `target`
+    margin: float = 0.0          # pairwise: how much better chosen is (TRL's optional "margin")
+    annotator_p: float = None    # simulated: P(annotator prefers the chosen completion)
+
+
+@dataclass
+class PreferenceSet:
+    kind: str          # one of FORMATS
+    items: list        # [Preference]
+    source: str = ""
+
+    def split(self, name):
+        """The items of the 'train' or 'validation' split (by a hash of the prompt, so every
+        completion of a prompt lands on the same side)."""
+        wanted = name == "validation"
+        return PreferenceSet(self.kind, [p for p in self.items if _held_out(p.prompt) == wanted], self.source)
+
+    def comparisons(self):
+        """[(prompt, chosen, rejected, margin, annotator_p)]: every ordered pair the data implies.
+
+        Rankings give all k(k-1)/2 pairs; ratings and clicks pair the completions of one prompt
+        whose targets differ.
+        """
+        if self.kind in ("pairwise", "ranking"):
+            return [(p.prompt, p.completions[p.order[i]], p.completions[p.order[j]], p.margin, p.annotator_p)
+                    for p in self.items for i in range(len(p.order)) for j in range(i + 1, len(p.order))]
+        by_prompt = {}
+        for p in self.items:
+            by_prompt.setdefault(p.prompt, []).append(p)
+        pairs = []
+        for prompt, group in by_prompt.items():
+            for a in range(len(group)):
+                for b in range(a + 1, len(group)):
+                    better, worse = sorted((group[a], group[b]), key=lambda p: -p.target)
+                    if better.target != worse.target:
+                        pairs.append((prompt, better.completions[0], worse.completions[0], 0.0, None))
+        return pairs
+
+    def noise_ceiling(self):
+        """Expected accuracy of a perfect reward model against these (noisy) labels, or None.
+
+        A pair the annotator labels correctly with probability p is predicted right with
+        probability max(p, 1 - p) by the best possible model: the mean of that is the ceiling.
+        """
+        probabilities = [c[4] for c in self.comparisons()]
+        if not probabilities or any(p is None for p in probabilities):
+            return None
+        return float(np.mean([max(p, 1 - p) for p in probabilities]))
+
+
+def _held_out(prompt):
+    digest = hashlib.sha1(prompt.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < VALIDATION_PERCENT
+
+
+# ---- reading and validation ------------------------------------------------------------------
+
+def detect_format(path, number, record):
+    for kind, fields in FORMATS.items():
+        if all(f in record for f in fields):
+            return kind
+    expected = "; ".join(f"{kind}: prompt, {', '.join(fields)}" for kind, fields in FORMATS.items())
+    raise UserError(f"{location(path, number)}: not a preference record (expected the fields of one "
+                    f"format: {expected})")
+
+
+def _text(path, number, record, name, allow_empty=False):
+    if name not in record:
+        raise UserError(f"{location(path, number, name)} is missing")
+    value = record[name]
+    if not isinstance(value, str):
+        raise UserError(f"{location(path, number, name)} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise UserError(f"{location(path, number, name)} is empty")
+    return value
+
+
+def _number(path, number, record, name, integer=False, required=True):
+    if name not in record:
+        if required:
+            raise UserError(f"{location(path, number, name)} is missing")
+        return None
+    value = record[name]
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        raise UserError(f"{location(path, number, name)} must be {'an integer' if integer else 'a number'}, "
+                        f"got {value!r}")
+    return value
+
+
+def _parse_pairwise(path, number, record, prompt):
+    chosen = _text(path, number, record, "chosen")
+    rejected = _text(path, number, record, "rejected")
+    if chosen == rejected:
+        raise UserError(f"{location(path, number, 'rejected')} is identical to 'chosen' (a tie; "
+                        f"pairs must differ)")
+    margin = _number(path, number, record, "margin", required=False) or 0.0
+    annotator_p = _number(path, number, record, "annotator_p", required=False)
+    if annotator_p is not None and not 0.0 <= annotator_p <= 1.0:
+        raise UserError(f"{location(path, number, 'annotator_p')} must be in [0, 1], got {annotator_p}")
+    return Preference(prompt, (chosen, rejected), order=(0, 1), margin=float(margin), annotator_p=annotator_p)
+
+
+def _parse_ranking(path, number, record, prompt):
+    completions, ranks = record["completions"], record["ranking"]
+    if not isinstance(completions, list) or len(completions) < 2:
+        raise UserError(f"{location(path, number, 'completions')} must be a list of at least 2 strings")
+    for i, completion in enumerate(completions):
+        if not isinstance(completion, str) or not completion.strip():
+            raise UserError(f"{location(path, number, 'completions')}: item {i} must be a non-empty string")
+    if not isinstance(ranks, list) or len(ranks) != len(completions):
+        raise UserError(f"{location(path, number, 'ranking')} must be a list of {len(completions)} ranks, "
+                        f"one per completion")
+    if any(isinstance(r, bool) or not isinstance(r, int) for r in ranks):
+        raise UserError(f"{location(path, number, 'ranking')} must hold integers (1 = best), got {ranks}")
+    if sorted(ranks) != list(range(1, len(ranks) + 1)):
+        tie = "ties are not allowed; " if len(set(ranks)) < len(ranks) else ""
+        raise UserError(f"{location(path, number, 'ranking')}: {tie}expected each of 1..{len(ranks)} "
+                        f"once, got {ranks}")
+    order = tuple(int(i) for i in np.argsort(ranks))
+    return Preference(prompt, tuple(completions), order=order)
+
+
+def _parse_rating(path, number, record, prompt):
+    completion = _text(path, number, record, "completion")
+    ratings = record["rating"]
+    ratings = ratings if isinstance(ratings, list) else [ratings]
+    if not ratings:
+        raise UserError(f"{location(path, number, 'rating')} is an empty list")
+    for value in ratings:
+        _number(path, number, {"rating": value}, "rating")
+    return Preference(prompt, (completion,), target=float(np.mean(ratings)), weight=float(len(ratings)))
+
+
+def _parse_clicks(path, number, record, prompt):
+    completion = _text(path, number, record, "completion")
+    clicks = _number(path, number, record, "clicks", integer=True)
+    impressions = _number(path, number, record, "impressions", integer=True)
+    if impressions <= 0:
+        raise UserError(f"{location(path, number, 'impressions')} must be positive, got {impressions}")
+    if not 0 <= clicks <= impressions:
+        raise UserError(f"{location(path, number, 'clicks')} must be between 0 and impressions "
+                        f"({impressions}), got {clicks}")
+    return Preference(prompt, (completion,), target=clicks / impressions, weight=float(impressions))
+
+
+_PARSERS = {"pairwise": _parse_pairwise, "ranking": _parse_ranking, "rating": _parse_rating,
+            "clicks": _parse_clicks}
+
+
+def _merge_repeats(items):
+    """Ratings or clicks given to the same (prompt, completion) on several rows: one item, with
+    the targets averaged by weight and the weights added."""
+    merged = {}
+    for p in items:
+        key = (p.prompt, p.completions)
+        if key in merged:
+            q = merged[key]
+            weight = q.weight + p.weight
+            merged[key] = Preference(p.prompt, p.completions, target=(q.target * q.weight + p.target * p.weight)
+                                     / weight, weight=weight)
+        else:
+            merged[key] = p
+    return list(merged.values())
+
+
+def load_preferences(path):
+    """PreferenceSet of the JSONL file `path`; any bad record is a UserError naming file, line, field.
+
+    Example:
+        >>> data = load_preferences("pairs.jsonl")
+        >>> data.kind, len(data.items), data.comparisons()[0][:3]
+    """
+    kind, items = None, []
+    for number, record in jsonl_records(path):
+        record_kind = detect_format(path, number, record)
+        if kind is None:
+            kind = record_kind
+        elif record_kind != kind:
+            raise UserError(f"{location(path, number)}: a {record_kind} record in a {kind} file "
+                            f"(one format per file)")
+        prompt = _text(path, number, record, "prompt", allow_empty=True)
+        items.append(_PARSERS[kind](path, number, record, prompt))
+    if kind is None:
+        raise UserError(f"{path}: no preference records")
+    if kind in ("rating", "clicks"):
+        items = _merge_repeats(items)
+    return PreferenceSet(kind, items, str(path))
+
+
+# ---- tensors ---------------------------------------------------------------------------------
+
+def encode_completion(prompt, completion, seq_len, tokenizer=None):
+    """(ids, completion_start) of BOS + the last seq_len tokens of prompt + completion.
+
+    A long text loses its beginning: what is judged is the completion, and its reward is read at
+    its last token. The exported `reward` signature cuts the same way.
+    """
+    tokenizer = tokenizer or ByteTokenizer()
+    prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
+    text_ids = np.concatenate([prompt_ids, completion_ids])[-seq_len:]
+    start = 1 + max(0, len(text_ids) - len(completion_ids))
+    return np.concatenate([[BOS_ID], text_ids]).astype(np.int32), start
+
+
+def encode_groups(prompts, completion_groups, seq_len):
+    """Arrays for groups of completions of a prompt, each row BOS prompt completion, right-padded.
+
+    Returns token_ids int32 [n, k, seq_len + 1], padding_mask and completion_mask bool (the same
+    shape; completion_mask marks completion tokens), completion_valid bool [n, k] (groups
+    shorter than the longest are padded with empty rows).
+    """
+    n, k = len(prompts), max(len(g) for g in completion_groups)
+    token_ids = np.full([n, k, seq_len + 1], PAD_ID, np.int32)
+    padding_mask = np.zeros([n, k, seq_len + 1], bool)
+    completion_mask = np.zeros([n, k, seq_len + 1], bool)
+    valid = np.zeros([n, k], bool)
+    tokenizer = ByteTokenizer()
+    for i, (prompt, group) in enumerate(zip(prompts, completion_groups)):
+        for j, completion in enumerate(group):
+            ids, start = encode_completion(prompt, completion, seq_len, tokenizer)
+            token_ids[i, j, :len(ids)] = ids
+            padding_mask[i, j, :len(ids)] = True
+            completion_mask[i, j, start:len(ids)] = True
+            valid[i, j] = True
+    return {"token_ids": token_ids, "padding_mask": padding_mask, "completion_mask": completion_mask,
+            "completion_valid": valid}
+
+
+def preference_arrays(data, seq_len, pairs_only=False):
+    """{name: array} of a PreferenceSet, one row per item (or per comparison with `pairs_only`).
+
+    Rows hold their completions best first (pairs and rankings), so index 0 is the chosen one;
+    `target` and `weight` carry ratings or click-through rates, `margin` a pair's margin, and
+    `annotator_p` the simulated annotator's probability (NaN when unknown).
+    """
+    if pairs_only or data.kind == "pairwise":
+        rows = data.comparisons()
+        arrays = encode_groups([r[0] for r in rows], [(r[1], r[2]) for r in rows], seq_len)
+        arrays["margin"] = np.array([r[3] for r in rows], np.float32)
+        arrays["annotator_p"] = np.array([np.nan if r[4] is None else r[4] for r in rows], np.float32)
+        return arrays
+    items = data.items
+    groups = [tuple(p.completions[i] for i in p.order) if p.order else p.completions for p in items]
+    arrays = encode_groups([p.prompt for p in items], groups, seq_len)
+    arrays["target"] = np.array([0.0 if p.target is None else p.target for p in items], np.float32)
+    arrays["weight"] = np.array([p.weight for p in items], np.float32)
+    return arrays

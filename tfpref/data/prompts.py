@@ -1,0 +1,61 @@
+"""Prompts for sampling completions (RL rollouts, simulated preference data, evaluation).
+
+From a corpus (stdlib by default) a prompt is the start of a top-level function or class: its
+first lines, cut at a line end, up to --prompt_chars characters (the first line alone if it is
+longer, cut at that length). From a JSONL file, its "prompt" field (preference files have one).
+"""
+import os
+
+from tfpref.data.corpus import jsonl_records, load_splits
+from tfpref.data.tokenizer import ByteTokenizer
+from tfpref.errors import UserError, location
+
+_STARTS = ("def ", "async def ", "class ", "@")
+
+
+def prompt_of(chunk, max_chars):
+    """The first lines of `chunk` that fit in `max_chars` (at least part of the first line)."""
+    lines = chunk.splitlines(keepends=True)
+    prompt = ""
+    for line in lines:
+        if len(prompt) + len(line) > max_chars:
+            break
+        prompt += line
+    return prompt or lines[0][:max_chars]
+
+
+def load_prompts(data, split, max_chars, text_field="text", max_chunk_chars=4096):
+    """Distinct prompts of the `split` of corpus `data`, in a stable order."""
+    if data.endswith(".jsonl") and os.path.isfile(data):
+        prompts = []
+        for number, record in jsonl_records(data):
+            if "prompt" not in record:
+                raise UserError(f"{location(data, number, 'prompt')} is missing (RL prompts come from "
+                                f"a JSONL file's 'prompt' field)")
+            if not isinstance(record["prompt"], str):
+                raise UserError(f"{location(data, number, 'prompt')} must be a string")
+            prompts.append(record["prompt"][-max_chars:])
+    else:
+        chunks = [c for c in load_splits(data, text_field, max_chunk_chars)[split] if c.strip()]
+        functions = [c for c in chunks if c.startswith(_STARTS)]
+        prompts = [prompt_of(c, max_chars) for c in (functions or chunks)]
+    return list(dict.fromkeys(p for p in prompts if p))
+
+
+def encode_prompts(prompts):
+    """(ids int32 [n, width], mask bool), each row BOS + prompt, left-padded to the longest."""
+    from tfpref.models.sampling import left_pad
+
+    tokenizer = ByteTokenizer()
+    return left_pad([tokenizer.encode(p, add_bos=True) for p in prompts])
+
+
+def prompt_arrays(prompts, seq_len):
+    """The RL training data: ArrayData of left-padded prompt ids."""
+    from tfpref.data.pipeline import ArrayData
+
+    ids, mask = encode_prompts(prompts)
+    return ArrayData({"prompt_ids": ids, "prompt_mask": mask}, seq_len)
+
+
+__all__ = ["load_prompts", "prompt_of", "encode_prompts", "prompt_arrays"]

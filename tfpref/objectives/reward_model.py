@@ -1,0 +1,192 @@
+"""Reward models: a scalar head on a language model's last real token, trained on preferences.
+
+Losses (--reward_loss; auto picks by the data's format):
+  * bradley_terry: -log sigmoid(r_chosen - r_rejected - margin), on pairs (any format can be
+    turned into pairs, see `PreferenceSet.comparisons`);
+  * plackett_luce: -sum_i [r_(i) - logsumexp_{j >= i} r_(j)], completions ranked best first;
+  * all_pairs: the mean Bradley-Terry loss over every ordered pair of a ranking;
+  * regression: (r - mean rating)^2, weighted by the number of raters;
+  * bce: binary cross-entropy of sigmoid(r) against the click-through rate, weighted by impressions.
+When training ends the rewards of the training completions are measured and the head learns to
+output them with mean 0 and std 1 (`RewardHead.mean/std`, saved in the checkpoint and the export).
+"""
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfpref.models.heads import ScalarHead, last_valid_state
+from tfpref.errors import UserError
+from tfpref.objectives.base import Objective, ObjectiveOutput
+
+DEFAULT_LOSS = {"pairwise": "bradley_terry", "ranking": "plackett_luce", "rating": "regression",
+                "clicks": "bce"}
+PAIR_LOSSES = ("bradley_terry",)
+RANKING_LOSSES = ("plackett_luce", "all_pairs")
+FORMAT_LOSSES = {"regression": ("rating",), "bce": ("clicks",), "plackett_luce": ("ranking", "pairwise"),
+                 "all_pairs": ("ranking", "pairwise"), "bradley_terry": tuple(DEFAULT_LOSS)}
+NORMALIZATION_FILE = "reward_normalization.json"
+
+
+def bradley_terry_losses(chosen, rejected, margin=0.0):
+    """-log sigmoid(chosen - rejected - margin), per pair."""
+    return tf.nn.softplus(-(chosen - rejected - margin))
+
+
+def plackett_luce_losses(rewards, valid):
+    """-log P(ranking) under Plackett-Luce, per row; `rewards` [n, k] best first, `valid` [n, k]."""
+    masked = tf.where(valid, rewards, -1e9)
+    # logsumexp over positions j >= i: a reversed cumulative logsumexp.
+    tail = tf.reverse(tf.math.cumulative_logsumexp(tf.reverse(masked, [1]), axis=1), [1])
+    return -tf.reduce_sum(tf.where(valid, masked - tail, 0.0), axis=1)
+
+
+def all_pairs_losses(rewards, valid):
+    """Mean over i < j (both valid) of -log sigmoid(r_i - r_j), per row; best first."""
+    pair_losses = tf.nn.softplus(-(rewards[:, :, None] - rewards[:, None, :]))
+    k = tf.shape(rewards)[1]
+    upper = tf.linalg.band_part(tf.ones([k, k]), 0, -1) - tf.eye(k)
+    both = tf.cast(valid[:, :, None] & valid[:, None, :], tf.float32) * upper
+    return tf.reduce_sum(pair_losses * both, [1, 2]) / tf.maximum(tf.reduce_sum(both, [1, 2]), 1.0)
+
+
+def pairwise_correct(rewards, valid):
+    """(correct ordered pairs, pairs) per row of best-first `rewards` [n, k]."""
+    k = tf.shape(rewards)[1]
+    upper = tf.linalg.band_part(tf.ones([k, k]), 0, -1) - tf.eye(k)
+    both = tf.cast(valid[:, :, None] & valid[:, None, :], tf.float32) * upper
+    right = tf.cast(rewards[:, :, None] > rewards[:, None, :], tf.float32) * both
+    return tf.reduce_sum(right, [1, 2]), tf.reduce_sum(both, [1, 2])
+
+
+@keras.saving.register_keras_serializable(package="tfpref")
+class RewardHead(keras.layers.Layer):
+    """Scalar reward of each sequence, from its last real token, normalised by stored statistics.
+
+    `normalize=False` gives the raw score (what is trained); `mean` and `std` are set once after
+    training (`set_normalization`) so that served rewards have mean 0 and std 1 on the reference set.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.score = ScalarHead(name="score")
+
+    def build(self, input_shape):
+        self.score.build(input_shape)
+        self.mean = self.add_weight(shape=(), initializer="zeros", trainable=False, name="mean")
+        self.std = self.add_weight(shape=(), initializer="ones", trainable=False, name="std")
+
+    def call(self, hidden, padding_mask, normalize=True):
+        raw = self.score(last_valid_state(hidden, padding_mask))
+        return (raw - self.mean) / self.std if normalize else raw
+
+    def set_normalization(self, mean, std):
+        self.mean.assign(mean)
+        self.std.assign(max(std, 1e-6))
+
+
+class RewardModelObjective(Objective):
+    """Per-example loss of the --reward_loss chosen for the data (see the module docstring)."""
+
+    name = "reward_model"
+    packed = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.loss = config.align.reward_loss
+        self.reward_head = RewardHead(name="reward_head")
+        self.reward_head.build((None, None, config.model.d_model))
+        self.trainable_layers = [self.reward_head]
+
+    @classmethod
+    def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
+        """Preference groups of --data, split by prompt; resolves --reward_loss auto."""
+        from tfpref.data.loading import load_preference_data, preference_split_arrays
+
+        data = load_preference_data(config)
+        align = config.align
+        if align.reward_loss == "auto":
+            align.reward_loss = DEFAULT_LOSS[data.kind]
+        if data.kind not in FORMAT_LOSSES[align.reward_loss]:
+            raise UserError(f"--reward_loss {align.reward_loss} does not fit {data.kind} data in "
+                            f"{config.data.data} (use {DEFAULT_LOSS[data.kind]} or bradley_terry)")
+        return preference_split_arrays(config, data, wanted, pairs_only=align.reward_loss == "bradley_terry")
+
+    def rewards(self, batch, model, training, normalize=False):
+        """[n, k] rewards of the batch's completion groups."""
+        token_ids, mask = batch["token_ids"], batch["padding_mask"]
+        shape = tf.shape(token_ids)
+        flat_ids = tf.reshape(token_ids, [-1, shape[-1]])
+        flat_mask = tf.reshape(mask, [-1, shape[-1]])
+        frozen = self.config.train.freeze_backbone
+        hidden = model.hidden_states(flat_ids, flat_mask, training=training and not frozen)
+        if frozen:
+            hidden = tf.stop_gradient(hidden)
+        return tf.reshape(self.reward_head(hidden, flat_mask, normalize=normalize), shape[:2])
+
+    def compute(self, batch, model, training):
+        rewards = self.rewards(batch, model, training)
+        valid = batch["completion_valid"]
+        count = tf.cast(tf.shape(rewards)[0], tf.float32)
+        metrics = {}
+        if self.loss == "bradley_terry":
+            margin = batch["margin"] + self.config.align.margin
+            losses = bradley_terry_losses(rewards[:, 0], rewards[:, 1], margin)
+            p = batch["annotator_p"]
+            known = tf.math.is_finite(p)
+            metrics["accuracy_ceiling"] = (tf.reduce_sum(tf.where(known, tf.maximum(p, 1 - p), 0.0)),
+                                           tf.reduce_sum(tf.cast(known, tf.float32)))
+        elif self.loss == "plackett_luce":
+            losses = plackett_luce_losses(rewards, valid)
+        elif self.loss == "all_pairs":
+            losses = all_pairs_losses(rewards, valid)
+        else:
+            r, target = rewards[:, 0], batch["target"]
+            if self.loss == "regression":
+                losses = batch["weight"] * tf.square(r - target)
+            else:
+                losses = batch["weight"] * tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=r)
+            # Sums for Pearson's correlation between reward and target, combined in `summarize`.
+            for name, value in (("r", r), ("t", target), ("rr", r * r), ("tt", target * target),
+                                ("rt", r * target)):
+                metrics[f"moment_{name}"] = (tf.reduce_sum(value), count)
+        if self.loss in PAIR_LOSSES + RANKING_LOSSES:
+            correct, pairs = pairwise_correct(rewards, valid)
+            metrics["accuracy"] = (tf.reduce_sum(correct), tf.reduce_sum(pairs))
+        metrics["reward_mean"] = (tf.reduce_sum(tf.where(valid, rewards, 0.0)),
+                                  tf.reduce_sum(tf.cast(valid, tf.float32)))
+        return ObjectiveOutput(losses=losses, metrics=metrics)
+
+    def summarize(self, means):
+        out = {k: v for k, v in means.items() if not k.startswith("moment_")}
+        if "moment_r" in means:
+            m = means
+            cov = m["moment_rt"] - m["moment_r"] * m["moment_t"]
+            var = (m["moment_rr"] - m["moment_r"] ** 2) * (m["moment_tt"] - m["moment_t"] ** 2)
+            out["correlation"] = float(cov / np.sqrt(var)) if var > 0 else 0.0
+        if "accuracy" in out and out.get("accuracy_ceiling"):
+            out["accuracy_vs_ceiling"] = out["accuracy"] / out["accuracy_ceiling"]
+        return out
+
+    def finish(self, trainer):
+        """Normalise the rewards over the training completions; saved in a new checkpoint."""
+        data = trainer.train_data
+        rewards = []
+        score = tf.function(lambda batch: self.rewards(batch, trainer.model, False))
+        gather = data.gatherer()
+        for rows in np.array_split(np.arange(data.num_examples), max(1, data.num_examples // 64)):
+            batch = gather(tf.constant(rows), tf.constant(rows))
+            values = score(batch).numpy()
+            rewards.append(values[batch["completion_valid"].numpy()])
+        rewards = np.concatenate(rewards)
+        mean, std = float(rewards.mean()), float(rewards.std())
+        self.reward_head.set_normalization(mean, std)
+        step = int(trainer.step.numpy())
+        trainer.checkpointer.save(step)
+        if trainer.checkpointer.is_chief:
+            with open(os.path.join(self.config.model_dir, NORMALIZATION_FILE), "w", encoding="utf-8") as f:
+                json.dump({"mean": mean, "std": std, "completions": int(len(rewards))}, f, indent=2)
+        return {"reward_normalization": {"mean": mean, "std": std}}
+
