@@ -236,7 +236,9 @@ def build_evaluate_parser():
                     "diversity (distinct-1/2, Self-BLEU) and, with references, BLEU and ROUGE-L to the metrics.")
     sampling.add_argument("--num_samples", type=int, default=16,
                           help="Prompts to complete (the first N of --prompts or of the split); 0 skips sampling.")
-    sampling.add_argument("--max_new_tokens", type=int, default=256, help="Longest completion, in tokens (bytes).")
+    sampling.add_argument("--max_new_tokens", type=int, default=None,
+                          help="Longest completion, in tokens (bytes). Default 256 (a policy run's own "
+                               "--max_new_tokens for policy evaluation).")
     sampling.add_argument("--temperature", type=float, default=None,
                           help="Sampling temperature; 0 is greedy. Default 1.0 (0.7 for --scorer samples).")
     sampling.add_argument("--top_k", type=int, default=0, help="Sample among the k likeliest tokens; 0 is off.")
@@ -259,6 +261,13 @@ def build_evaluate_parser():
     feedback.add_argument("--scorer_samples", type=int, default=1024, help="Unconditional samples to score.")
     feedback.add_argument("--reference_dir", default=None,
                           help="Run directory of the reference model for the KL estimate (e.g. an MLE run).")
+    policy = parser.add_argument_group(
+        "policy", "Runs that fine-tune a policy (dpo, reinforce, rloo, ppo) are compared with their reference "
+                  "(--init_from) on --num_samples held-out prompts: mean reward under the reward model and/or "
+                  "--scorer, win-rate against the reference, KL to the reference, and held-out NLL drift. "
+                  "Completions go to <model_dir>/eval/policy_samples.jsonl.")
+    policy.add_argument("--reward_model", default=None,
+                        help="reward_model run directory to judge with. Default: the run's own --reward_model.")
     parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's own log output.")
     parser.add_argument("--debug", action="store_true", help="Show a traceback on errors.")
     return parser
@@ -279,14 +288,21 @@ def _evaluate(argv):
 
     # Prompt completions default to the model's own distribution; scorer samples to the paper's
     # temperature 0.7, top-p 0.9. A flag given explicitly applies to both.
-    sampling = SamplingSettings(args.num_samples, args.max_new_tokens, _given(args.temperature, 1.0),
+    from tfpref.evaluation.policy import PolicyEvalSettings
+
+    policy = PolicyEvalSettings(args.num_samples, args.reward_model or "", args.scorer or "",
+                                _given(args.max_new_tokens, 0), _given(args.temperature, -1.0), args.seed,
+                                batch_size=args.batch_size)
+    max_new_tokens = _given(args.max_new_tokens, 256)
+    sampling = SamplingSettings(args.num_samples, max_new_tokens, _given(args.temperature, 1.0),
                                 args.top_k, _given(args.top_p, 1.0), args.seed, args.prompts, args.batch_size)
     misalignment = None
     if args.scorer:
-        misalignment = MisalignmentSettings(args.scorer, args.scorer_samples, args.max_new_tokens,
+        misalignment = MisalignmentSettings(args.scorer, args.scorer_samples, max_new_tokens,
                                             _given(args.temperature, 0.7), _given(args.top_p, 0.9), args.top_k,
                                             args.seed, args.reference_dir)
-    report = evaluate_run(args.model_dir, args.split, args.batch_size, args.max_batches, sampling, misalignment)
+    report = evaluate_run(args.model_dir, args.split, args.batch_size, args.max_batches, sampling, misalignment,
+                          policy)
     print(format_report(report))
     print(f"Written: {os.path.join(args.model_dir, 'eval', 'metrics.json')}")
     return 0

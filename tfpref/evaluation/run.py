@@ -58,13 +58,15 @@ def load_eval_data(config, split, scorer=None):
 
 
 def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None, sampling=None,
-                 misalignment=None):
+                 misalignment=None, policy=None):
     """Metrics of the run's latest checkpoint on `split`, written to <model_dir>/eval/.
 
     `misalignment` (a MisalignmentSettings) samples unconditionally, scores the samples and adds
     the misalignment metrics (tfpref.evaluation.misalignment); the held-out data is scored too.
     `sampling` (a SamplingSettings) also samples completions of prompts for language-model runs:
     samples.jsonl plus diversity and, where references exist, BLEU/ROUGE-L in the metrics.
+    Runs that fine-tune a policy (DPO, RL) are compared with their reference policy instead
+    (`policy`, a PolicyEvalSettings; tfpref.evaluation.policy), and never sampled otherwise.
     """
     sampling = sampling if sampling is not None and sampling.num_samples > 0 else None
     if sampling is not None:
@@ -73,8 +75,10 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     if misalignment is not None:
         misalignment.validate()
     config, model, objective, checkpoint = load_run(model_dir)
+    if objective.fine_tunes_policy:
+        sampling = misalignment = None
     data = load_eval_data(config, split, misalignment.scorer if misalignment is not None else None)
-    if data is None or data.num_examples == 0:
+    if (data is None or data.num_examples == 0) and not objective.fine_tunes_policy:
         raise UserError(f"--split {split}: no {split} examples in {config.data.data}")
 
     @tf.function(jit_compile=True, reduce_retracing=True)
@@ -87,7 +91,7 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         return sums, predictions
 
     totals, predictions, labels, examples = {}, [], [], 0
-    for i, batch in enumerate(_batches(data, batch_size)):
+    for i, batch in enumerate(_batches(data, batch_size) if data is not None else ()):
         if max_batches is not None and i >= max_batches:
             break
         examples += int(batch["token_ids"].shape[0])
@@ -107,6 +111,12 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         metrics.update(class_report)
         report["classes"] = config.classes
         report["confusion_matrix"] = matrix.tolist()
+    if objective.fine_tunes_policy:
+        from tfpref.evaluation.policy import POLICY_SAMPLES_FILE, PolicyEvalSettings, evaluate_policy
+
+        metrics.update(evaluate_policy(config, model, policy or PolicyEvalSettings(), os.path.join(model_dir, "eval"),
+                                       split))
+        report["policy_samples"] = POLICY_SAMPLES_FILE
     if sampling is not None and not objective.needs_labels:
         if prompts is None:
             prompts = split_prompts(data, sampling.num_samples, sampling.max_new_tokens)

@@ -102,6 +102,8 @@ class Objective:
 
     # A reward model's head: runs that have one export a `reward` signature.
     reward_head = None
+    # Fine-tunes --init_from with preferences (DPO, RL): evaluate.py compares it with that reference.
+    fine_tunes_policy = False
 
     def trainable_variables(self, model):
         """What the optimizer updates: the model (unless --freeze_backbone) and the objective's layers."""

@@ -34,6 +34,7 @@ class DpoObjective(Objective):
 
     name = "dpo"
     packed = False
+    fine_tunes_policy = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -47,29 +48,38 @@ class DpoObjective(Objective):
 
     @classmethod
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
+        """Pairs of --data, each with its reference log-probs (from the cache if it matches)."""
         from tfpref.data.loading import load_preference_data, preference_split_arrays
 
-        return preference_split_arrays(config, load_preference_data(config), wanted, pairs_only=True)
+        loaded = preference_split_arrays(config, load_preference_data(config), wanted, pairs_only=True)
+        path = os.path.join(config.model_dir, REFERENCE_FILE)
+        cached = dict(np.load(path)) if os.path.exists(path) else {}
+        reference = None
+        for name, data in loaded.items():
+            if data is None:
+                continue
+            key = _fingerprint(data)
+            if name in cached and cached.get(f"{name}_key") == key:
+                data.arrays["reference_logprobs"] = cached[name]
+                continue
+            if reference is None:
+                from tfpref.training.reference import reference_model
+
+                reference = reference_model(config)
+            data.arrays["reference_logprobs"] = reference_logprobs(reference, data)
+        return loaded
 
     def prepare(self, trainer):
+        """Cache the reference log-probs in the run directory, for a resumed run to read."""
         splits = {"train": trainer.train_data, "validation": trainer.eval_data}
-        splits = {name: data for name, data in splits.items() if data is not None}
-        path = os.path.join(self.config.model_dir, REFERENCE_FILE)
-        keys = {name: _fingerprint(data) for name, data in splits.items()}
-        cached = dict(np.load(path)) if os.path.exists(path) else {}
-        if any(cached.get(f"{name}_key") != key for name, key in keys.items()):
-            from tfpref.training.reference import reference_model
-
-            reference = reference_model(self.config)
-            cached = {}
-            for name, data in splits.items():
-                cached[name] = reference_logprobs(reference, data)
-                cached[f"{name}_key"] = keys[name]
-            if trainer.checkpointer.is_chief:
-                os.makedirs(self.config.model_dir, exist_ok=True)
-                np.savez(path, **cached)
+        arrays = {}
         for name, data in splits.items():
-            data.arrays["reference_logprobs"] = cached[name].astype(np.float32)
+            if data is not None:
+                arrays[name] = data.arrays["reference_logprobs"]
+                arrays[f"{name}_key"] = _fingerprint(data)
+        path = os.path.join(self.config.model_dir, REFERENCE_FILE)
+        if trainer.checkpointer.is_chief and not os.path.exists(path):
+            np.savez(path, **arrays)
 
     def compute(self, batch, model, training):
         policy = completion_logprobs(model, batch["token_ids"], batch["padding_mask"],
@@ -97,7 +107,7 @@ def reference_logprobs(model, data, batch_size=32):
         rows = np.arange(start, start + batch_size) % n  # full batches: one trace
         out.append(compute(arrays["token_ids"][rows], arrays["padding_mask"][rows],
                            arrays["completion_mask"][rows]).numpy()[:min(batch_size, n - start)])
-    return np.concatenate(out)
+    return np.concatenate(out).astype(np.float32)
 
 
 def _fingerprint(data):

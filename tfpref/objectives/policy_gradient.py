@@ -86,6 +86,7 @@ class PolicyGradientObjective(Objective):
     """What REINFORCE, RLOO and PPO share: rollouts, the KL controller, the loss and its metrics."""
 
     packed = False
+    fine_tunes_policy = True
     clipped = False      # PPO's surrogate (and value loss) instead of the plain reward-scaled log-likelihood
 
     def __init__(self, config):

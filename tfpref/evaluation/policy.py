@@ -1,0 +1,143 @@
+"""Evaluating a fine-tuned policy (RL or DPO) against its reference, the --init_from policy.
+
+Both policies complete the same held-out prompts with the same seeds. Reported:
+  * reward and reference_reward: mean reward of their completions under the reward model (the
+    run's --reward_model, or evaluate.py's) and/or minus the scorer's score (score_* metrics);
+  * win_rate: the fraction of prompts where the policy's completion earns more reward than the
+    reference's (ties count one half);
+  * kl_to_reference: the mean over policy samples of sum_t log pi - log pi_ref (nats per completion);
+  * nll_drift: held-out negative log-likelihood per token of the policy minus that of the
+    reference, on the pretraining corpus's validation split (how much language modelling was lost).
+"""
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from tfpref.config import RunConfig, config_path
+from tfpref.errors import UserError
+
+POLICY_SAMPLES_FILE = "policy_samples.jsonl"
+
+
+@dataclass
+class PolicyEvalSettings:
+    num_prompts: int = 64
+    reward_model: str = ""        # default: the run's own --reward_model
+    scorer: str = ""              # also judge by -score of this scorer
+    max_new_tokens: int = 0       # 0: the run's --max_new_tokens
+    temperature: float = -1.0     # < 0: the run's --temperature
+    seed: int = 0
+    nll_batches: int = 8
+    batch_size: int = 32
+
+
+def _reward_functions(config, settings):
+    from tfpref.rewards import RewardModelReward, ScorerReward
+
+    functions = {}
+    reward_model = settings.reward_model or config.align.reward_model
+    if reward_model:
+        functions["reward"] = RewardModelReward(reward_model)
+    scorer = settings.scorer or ("" if reward_model else config.feedback.scorer)
+    if scorer:
+        functions["score_reward"] = ScorerReward(scorer)
+    return functions
+
+
+def _win_rate(policy, reference):
+    return float(np.mean((policy > reference) + 0.5 * (policy == reference)))
+
+
+def held_out_nll(model, data, batches, batch_size):
+    """Mean negative log-likelihood per target token over the first `batches` batches of TokenData."""
+    from tfpref.data.pipeline import sequential_order
+    from tfpref.models.logprobs import sequence_logprobs
+
+    order = sequential_order(data.num_examples, batches, batch_size)
+    gather = data.gatherer()
+    nll = tf.function(lambda b: -tf.reduce_sum(sequence_logprobs(model, b["token_ids"], b["padding_mask"])))
+    total, count = 0.0, 0
+    for rows in order:
+        batch = gather(tf.constant(rows), tf.constant(rows))
+        total += float(nll(batch))
+        count += int(batch["padding_mask"][:, 1:].numpy().sum())
+    return total / max(count, 1)
+
+
+def evaluate_policy(config, model, settings, eval_dir, split="validation"):
+    """{metric: value} of the policy `model` of run `config` (see the module docstring); samples
+    of both policies go to eval_dir/policy_samples.jsonl."""
+    from dataclasses import replace
+
+    from tfpref.data.prompts import encode_prompts, load_prompts
+    from tfpref.training.reference import reference_model
+    from tfpref.training.rollouts import RolloutMaker
+
+    if not config.train.init_from or not os.path.exists(config_path(config.train.init_from)):
+        raise UserError(f"{config.model_dir}: the reference policy --init_from {config.train.init_from!r} "
+                        f"is gone; policy evaluation compares against it")
+    source = RunConfig.load(config_path(config.train.init_from))
+    # RL runs' --data holds their prompts; a DPO run's preference file has a "prompt" per record.
+    prompts = load_prompts(config.data.data, split, config.align.prompt_chars)[:settings.num_prompts]
+    if not prompts:
+        raise UserError(f"--split {split}: no prompts in {config.data.data}")
+    rewards = _reward_functions(config, settings)
+    if not rewards:
+        raise UserError("policy evaluation needs a reward: give --reward_model or --scorer")
+    align = replace(config.align, max_new_tokens=settings.max_new_tokens or config.align.max_new_tokens,
+                    temperature=config.align.temperature if settings.temperature < 0 else settings.temperature,
+                    whiten_rewards=False, missing_eos_penalty=0.0)
+    reference = reference_model(config)
+    first = next(iter(rewards.values()))
+    makers = {"policy": RolloutMaker(model, reference, None, first, align, config.runtime.jit_compile),
+              "reference": RolloutMaker(reference, reference, None, first, align, config.runtime.jit_compile)}
+    results = {name: {"completions": [], "finished": [], "kl": [], **{r: [] for r in rewards}} for name in makers}
+    for start in range(0, len(prompts), settings.batch_size):
+        ids, mask = encode_prompts(prompts[start:start + settings.batch_size])
+        for name, maker in makers.items():
+            rollout = maker.make(ids, mask, settings.seed + start)
+            out = results[name]
+            out["completions"] += rollout.completions
+            out["finished"] += list(rollout.arrays["finished"] > 0)
+            out["kl"] += list(rollout.arrays["kl"].sum(axis=1))
+            for reward_name, function in rewards.items():
+                scores = rollout.scores if function is first else function(rollout.prompts, rollout.completions,
+                                                                              rollout.arrays["finished"] > 0)
+                out[reward_name] += list(scores)
+    policy, ref = results["policy"], results["reference"]
+    metrics = {"prompts": len(prompts), "kl_to_reference": float(np.mean(policy["kl"])),
+               "finished_rate": float(np.mean(policy["finished"]))}
+    for name in rewards:
+        p, r = np.array(policy[name]), np.array(ref[name])
+        metrics[name] = float(p.mean())
+        metrics[f"reference_{name}"] = float(r.mean())
+        metrics[f"{name}_gain_in_std"] = float((p.mean() - r.mean()) / (r.std() + 1e-8))
+        metrics["win_rate" if name == "reward" or len(rewards) == 1 else f"win_rate_{name}"] = _win_rate(p, r)
+    metrics.update(_nll_drift(source, model, reference, settings))
+    os.makedirs(eval_dir, exist_ok=True)
+    with open(os.path.join(eval_dir, POLICY_SAMPLES_FILE), "w", encoding="utf-8") as f:
+        for i, prompt in enumerate(prompts):
+            row = {"prompt": prompt, "completion": policy["completions"][i],
+                   "reference_completion": ref["completions"][i],
+                   **{name: float(policy[name][i]) for name in rewards},
+                   **{f"reference_{name}": float(ref[name][i]) for name in rewards}}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return metrics
+
+
+def _nll_drift(source, model, reference, settings):
+    """Held-out NLL of policy and reference on the pretraining corpus (none for a JSONL corpus)."""
+    from tfpref.data.loading import load_text_data
+    from tfpref.objectives.mle import MleObjective
+
+    if source.data.data.endswith(".jsonl"):
+        return {}
+    data = load_text_data(source, MleObjective, ("validation",), show_progress=False)["validation"]
+    if data is None or data.num_examples == 0:
+        return {}
+    policy_nll = held_out_nll(model, data, settings.nll_batches, settings.batch_size)
+    reference_nll = held_out_nll(reference, data, settings.nll_batches, settings.batch_size)
+    return {"nll": policy_nll, "reference_nll": reference_nll, "nll_drift": policy_nll - reference_nll}
