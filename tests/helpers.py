@@ -1,4 +1,5 @@
-"""Shared helpers for tests: a tiny corpus and tiny model/training flags."""
+"""Shared helpers for tests: a tiny corpus, tiny model/training flags, TensorBoard reading."""
+import glob
 import os
 import subprocess
 import sys
@@ -42,3 +43,17 @@ def tiny_config(model_dir, data, **overrides):
 def run_train(args, timeout=300, **kwargs):
     return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
+
+
+def scalar_events(directory):
+    """{tag: [value per event]} of the TensorBoard files in `directory` (None for text)."""
+    import tensorflow as tf
+
+    values = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)) if
+                                                        value.metadata.plugin_data.plugin_name == "scalars"
+                                                        else None)
+    return values

@@ -1,5 +1,4 @@
 """End-to-end training: loss goes down, logging, checkpoints, accumulation, replicas, bad steps."""
-import glob
 import json
 import os
 
@@ -12,23 +11,12 @@ from tfpref.objectives.base import ObjectiveOutput
 from tfpref.training.run import build_trainer, train
 from tfpref.training.trainer import TrainingDiverged
 
-from helpers import TINY_FLAGS, run_train, tiny_config, write_tiny_corpus
+from helpers import TINY_FLAGS, run_train, scalar_events, tiny_config, write_tiny_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
-
-
-def scalar_events(directory):
-    values = {}
-    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                values.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)) if
-                                                        value.metadata.plugin_data.plugin_name == "scalars"
-                                                        else None)
-    return values
 
 
 @pytest.mark.parametrize("model", ["transformer", "lstm"])

@@ -119,8 +119,10 @@ def _labelled_rows(path):
                 missing = [c for c in LABEL_COLUMNS[1:] if c not in (reader.fieldnames or [])]
                 if missing:
                     raise UserError(f"{location(path, 1, missing[0])}: column is missing from the header")
+                start = reader.line_num + 1  # a quoted field may span lines: report where the row starts
                 for row in reader:
-                    yield reader.line_num, row
+                    yield start, row
+                    start = reader.line_num + 1
         except UnicodeDecodeError:
             raise UserError(f"{path}: not valid UTF-8") from None
         except OSError as e:

@@ -39,7 +39,7 @@ def ppo_policy_losses(logprobs, old_logprobs, advantages, mask, clip_ratio):
     unclipped = -advantages * ratio
     clipped = -advantages * tf.clip_by_value(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
     per_token = tf.maximum(unclipped, clipped)
-    was_clipped = tf.cast(clipped > unclipped, tf.float32) * mask
+    was_clipped = tf.cast(clipped > unclipped, per_token.dtype) * mask
     return _token_mean(per_token, mask), was_clipped
 
 
@@ -141,7 +141,7 @@ class PolicyGradientObjective(Objective):
         reward = reward_function(config.align.reward_model, config.feedback.scorer)
         self.maker = RolloutMaker(trainer.model, reference_model(config), self.value_head, reward,
                                   config.align, config.runtime.jit_compile)
-        trainer.logger.text("train", 0, "reward", f"maximising {reward.description}")
+        trainer.logger.text("train", 0, "reward_source", f"maximising {reward.description}")
 
     # ---- data: a rollout, then its optimizer steps ---------------------------------------------
 

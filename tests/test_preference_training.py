@@ -1,0 +1,173 @@
+"""End to end: reward models, DPO and online RL (REINFORCE, RLOO, PPO) on tiny models."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfpref.config import RunConfig
+from tfpref.errors import UserError
+from tfpref.training.run import train
+
+from helpers import scalar_events, tiny_config, write_tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """(corpus, run dir) of a tiny MLE model: the policy everything here starts from."""
+    root = tmp_path_factory.mktemp("pretrained")
+    corpus = write_tiny_corpus(str(root))
+    config = tiny_config(root / "mle", corpus, train_steps=60)
+    config.runtime.export = False
+    train(config, show_progress=False)
+    return corpus, str(root / "mle")
+
+
+def synthetic_pairs(path, count=96):
+    """Pairs a tiny model can learn: the chosen completion is plain, the rejected one is full of x."""
+    rng = np.random.default_rng(0)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(count):
+            plain = f"    return value + {rng.integers(100)}\n"
+            noisy = plain.replace(" ", "x", int(rng.integers(3, 6)))
+            f.write(json.dumps({"prompt": f"def function_{i}(value):\n", "chosen": plain, "rejected": noisy,
+                                "source": "synthetic"}) + "\n")
+    return str(path)
+
+
+def rl_config(model_dir, corpus, policy, objective, **overrides):
+    settings = dict(objective=objective, init_from=policy, train_steps=40, scorer="user_scorer:fewer_a",
+                    max_new_tokens=16, prompt_chars=24)
+    config = tiny_config(model_dir, corpus, **{**settings, **overrides})
+    config.runtime.export = False
+    return config
+
+
+@pytest.mark.parametrize("objective", ["reinforce", "rloo", "ppo"])
+def test_rl_raises_the_reward_of_a_toy_task(tmp_path, pretrained, objective):
+    """Reward = number of 'a' characters: each algorithm must make the policy write many more."""
+    corpus, policy = pretrained
+    # PPO makes 4 optimizer steps per rollout (2 epochs x 2 minibatches): it gets more steps.
+    extra = {"target_kl": 2.0, "kl_horizon": 200, "train_steps": 80} if objective == "ppo" else {}
+    config = rl_config(tmp_path / objective, corpus, policy, objective, **extra)
+    train(config, show_progress=False)
+    events = scalar_events(str(tmp_path / objective / "train"))
+    rewards = events["reward"]
+    assert np.mean(rewards[-3:]) > 3 * rewards[0] and np.mean(rewards[-3:]) > rewards[0] + 3, rewards
+    for name in ("kl", "entropy", "kl_coef", "reward_std", "completion_length", "finished", "samples"):
+        assert name in events, name
+    if objective == "ppo":
+        assert "clip_fraction" in events and "value_loss" in events
+        # The adaptive controller's state is in the checkpoint (KL far above target: it grew).
+        checkpoint = tf.train.latest_checkpoint(str(tmp_path / objective / "checkpoints"))
+        kl_coef = tf.train.load_variable(checkpoint, "kl_coef/.ATTRIBUTES/VARIABLE_VALUE")
+        assert kl_coef > config.align.kl_coef and kl_coef == pytest.approx(events["kl_coef"][-1], rel=0.05)
+    if objective == "rloo":
+        from tfpref.evaluation.policy import PolicyEvalSettings
+        from tfpref.evaluation.run import evaluate_run
+
+        report = evaluate_run(str(tmp_path / objective), policy=PolicyEvalSettings(num_prompts=8, batch_size=8))
+        metrics = report["metrics"]
+        assert metrics["win_rate"] > 0.8 and metrics["score_reward"] > metrics["reference_score_reward"] + 3
+        assert metrics["kl_to_reference"] > 0 and "nll_drift" in metrics
+        assert os.path.exists(tmp_path / objective / "eval" / "policy_samples.jsonl")
+
+
+def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp_path, pretrained):
+    _, policy = pretrained
+    pairs = synthetic_pairs(tmp_path / "pairs.jsonl")
+    config = tiny_config(tmp_path / "rm", pairs, objective="reward_model", init_from=policy, train_steps=30,
+                         learning_rate=1e-2)
+    result = train(config, show_progress=False)
+    assert RunConfig.load(str(tmp_path / "rm" / "config.json")).align.reward_loss == "bradley_terry"
+    assert result["validation_accuracy"] >= 0.9, result
+    with open(tmp_path / "rm" / "reward_normalization.json", encoding="utf-8") as f:
+        normalization = json.load(f)
+    assert normalization["std"] > 0
+
+    from tfpref.rewards import RewardModelReward
+
+    reward = RewardModelReward(str(tmp_path / "rm"))
+    prompts = ["def f(value):\n"] * 2
+    completions = ["    return value + 1\n", "xxxxreturn value + 1\n"]
+    library = reward(prompts, completions)
+    assert library[0] > library[1]
+    served = tf.saved_model.load(result["export"]).signatures["reward"](
+        prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
+    np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("records, loss, metric", [
+    ([{"prompt": f"p{i}", "completions": ["ok", "xx", "x"], "ranking": [1, 3, 2]} for i in range(40)],
+     "plackett_luce", "accuracy"),
+    ([{"prompt": f"p{i}", "completion": "y" + "x" * (i % 4), "rating": [4 - i % 4, 3.5]} for i in range(40)],
+     "regression", "correlation"),
+    ([{"prompt": f"p{i}", "completion": "y" + "x" * (i % 4), "clicks": i % 4, "impressions": 8} for i in range(40)],
+     "bce", "correlation"),
+])
+def test_reward_model_losses_for_rankings_ratings_and_clicks(tmp_path, pretrained, records, loss, metric):
+    _, policy = pretrained
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    config = tiny_config(tmp_path / "rm", str(path), objective="reward_model", init_from=policy, train_steps=4)
+    config.runtime.export = False
+    result = train(config, show_progress=False)
+    assert config.align.reward_loss == loss and np.isfinite(result["loss"])
+    assert f"validation_{metric}" in result, result
+
+
+def test_dpo_learns_pairs_and_a_resumed_run_reads_the_cached_reference(tmp_path, pretrained, monkeypatch):
+    _, policy = pretrained
+    pairs = synthetic_pairs(tmp_path / "pairs.jsonl")
+    config = tiny_config(tmp_path / "dpo", pairs, objective="dpo", init_from=policy, train_steps=20,
+                         learning_rate=1e-2)
+    config.runtime.export = False
+    result = train(config, show_progress=False)
+    assert result["validation_reward_accuracy"] >= 0.9 and result["validation_reward_margin"] > 0, result
+    assert os.path.exists(tmp_path / "dpo" / "reference_logprobs.npz")
+
+    import tfpref.training.reference as reference
+
+    def no_reference(config):
+        raise AssertionError("the reference log-probs should come from the cache")
+
+    monkeypatch.setattr(reference, "reference_model", no_reference)
+    config.train.train_steps = 22
+    assert train(config, show_progress=False)["step"] == 22
+
+    ipo = tiny_config(tmp_path / "ipo", pairs, objective="dpo", init_from=policy, train_steps=3, ipo=True)
+    ipo.runtime.export = False
+    monkeypatch.undo()
+    assert np.isfinite(train(ipo, show_progress=False)["loss"])
+
+
+def test_simulated_preference_pairs_from_a_policy(tmp_path, pretrained):
+    from tfpref.data.preferences import load_preferences
+    from tfpref.preferences import make_pairs, write_jsonl
+
+    corpus, policy = pretrained
+    records = make_pairs(policy, 12, scorer="user_scorer:count_x", annotator_temperature=0.05,
+                         data=corpus, split="train", prompt_chars=24, max_new_tokens=12, batch_size=16)
+    write_jsonl(str(tmp_path / "pairs.jsonl"), records)
+    data = load_preferences(str(tmp_path / "pairs.jsonl"))
+    assert len(data.items) == 12 and 0.5 <= data.noise_ceiling() <= 1.0
+    for record in records:  # the label's probability is Bradley-Terry on the hidden rewards
+        expected = 1 / (1 + np.exp(-(record["reward_chosen"] - record["reward_rejected"]) / 0.05))
+        assert record["annotator_p"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("objective, overrides, message", [
+    ("ppo", {"init_from": ""}, "--objective ppo fine-tunes a pretrained policy"),
+    ("dpo", {"init_from": ""}, "--objective dpo fine-tunes a pretrained policy"),
+    ("rloo", {"samples_per_prompt": 1}, "--samples_per_prompt of at least 2"),
+    ("reinforce", {"samples_per_prompt": 3}, "not divisible by --samples_per_prompt 3"),
+    ("ppo", {"kl_estimator": "k2"}, "--kl_estimator: unknown value 'k2'"),
+    ("ppo", {"gae_lambda": 1.5}, "--gae_lambda must be in [0, 1]"),
+])
+def test_bad_alignment_settings_name_their_flag(objective, overrides, message):
+    config = tiny_config("unused", "stdlib", objective=objective, init_from="some_run")
+    for key, value in overrides.items():
+        setattr(config.train if key == "init_from" else config.align, key, value)
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config.validate()
