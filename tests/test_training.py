@@ -84,6 +84,9 @@ class NonFiniteAfter:
     def summarize(self, means):
         return self.objective.summarize(means)
 
+    def train_batches(self, trainer, first_step):
+        return self.objective.train_batches(trainer, first_step)
+
 
 def test_non_finite_steps_are_skipped_then_the_run_stops_keeping_the_last_checkpoint(tmp_path, corpus):
     config = tiny_config(tmp_path / "nan", corpus, train_steps=20, checkpoint_every=3, max_bad_steps=3,

@@ -12,6 +12,9 @@ Signatures (a client sends strings; tokenization runs inside the graph):
            token_logprobs float32[B, T] (0 past a text's end), num_tokens int32[B]
     classify(texts string[B])          (classifier runs only, instead of generate)
         -> probabilities float32[B, C], label_id int32[B], label string[B]
+    reward(prompts string[B], completions string[B])   (reward-model runs only, instead of generate)
+        -> reward float32[B]: normalised (mean 0, std 1 on the training completions); BOS + the
+           last seq_len bytes of prompt + completion are judged, as in training
 
 Every scalar argument of `generate` is required (TF Serving signatures have no defaults):
 temperature 0 is greedy, top_k 0 and top_p 1 switch those filters off. An empty batch, an empty
