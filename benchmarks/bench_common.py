@@ -47,3 +47,22 @@ class BackgroundLoad:
             return None
         other = (machine - self.machine) - (self._own() - self.own)
         return round(max(other, 0.0) / (time.perf_counter() - self.began), 2)
+
+
+def train_once(config):
+    """(train result, wall seconds) of the run `config` describes; a run directory that a
+    benchmark already finished is reused, with the time it took then."""
+    from tfpref.training.run import RESULT_FILE, train
+
+    timing = os.path.join(config.model_dir, "benchmark_train_seconds.json")
+    if os.path.exists(timing):
+        with open(timing, encoding="utf-8") as f:
+            seconds = json.load(f)
+        with open(os.path.join(config.model_dir, RESULT_FILE), encoding="utf-8") as f:
+            return json.load(f), seconds
+    began = time.perf_counter()
+    result = train(config, show_progress=False)
+    seconds = round(time.perf_counter() - began, 1)
+    with open(timing, "w", encoding="utf-8") as f:
+        json.dump(seconds, f)
+    return result, seconds

@@ -13,7 +13,7 @@ import argparse
 import os
 import time
 
-from bench_common import BackgroundLoad, emit, log
+from bench_common import BackgroundLoad, emit, log, train_once
 
 BENCHMARK = "phf_pep8"
 # (label, objective, feedback overrides)
@@ -59,24 +59,6 @@ def run_config(args, label, objective, overrides):
     return config
 
 
-def train_once(config):
-    """Train the run (a finished run directory is reused) and return its training wall time."""
-    import json
-
-    from tfpref.training.run import train
-
-    timing = os.path.join(config.model_dir, "benchmark_train_seconds.json")
-    if os.path.exists(timing):
-        with open(timing, encoding="utf-8") as f:
-            return json.load(f)
-    began = time.perf_counter()
-    train(config, show_progress=False)
-    seconds = round(time.perf_counter() - began, 1)
-    with open(timing, "w", encoding="utf-8") as f:
-        json.dump(seconds, f)
-    return seconds
-
-
 def temperature_one(model_dir, args):
     """Misalignment of samples from the model's own distribution (temperature 1, no top-p): at
     temperature 0.7 small byte-level models often fall into runs of spaces, which hides style."""
@@ -107,7 +89,7 @@ def main():
     for label, objective, overrides in wanted:
         config = run_config(args, label, objective, overrides)
         log(BENCHMARK, f"{label}: training {args.train_steps} steps in {config.model_dir}")
-        seconds = train_once(config)
+        _, seconds = train_once(config)
         reference_dir = reference_dir or (config.model_dir if objective == "mle" else None)
         log(BENCHMARK, f"{label}: evaluating with {args.samples} samples")
         settings = MisalignmentSettings("pep8", args.samples, args.max_new_tokens, reference_dir=reference_dir)

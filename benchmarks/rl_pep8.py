@@ -22,13 +22,12 @@ on stdout.
 import tfpref  # noqa: F401  (first: silences TensorFlow's CUDA-probe noise on import)
 
 import argparse
-import json
 import os
 import time
 
 import numpy as np
 
-from bench_common import BackgroundLoad, emit, log
+from bench_common import BackgroundLoad, emit, log, train_once
 
 BENCHMARK = "rl_pep8"
 COLUMNS = [("stage", "stage", None), ("reward", "reward (RM, normalised)", "+.3f"),
@@ -50,7 +49,8 @@ def parse_args():
     parser.add_argument("--annotator_temperature", type=float, default=0.01,
                         help="Simulated annotator's Bradley-Terry temperature, in violations per byte.")
     parser.add_argument("--rm_steps", type=int, default=None, help="Reward model steps (default 600).")
-    parser.add_argument("--rl_steps", type=int, default=None, help="RL optimizer steps (default 160).")
+    parser.add_argument("--rl_steps", type=int, default=None, help="RL optimizer steps (default 200).")
+    parser.add_argument("--rl_learning_rate", type=float, default=1e-4, help="RL peak learning rate.")
     parser.add_argument("--target_kl", type=float, default=4.0, help="KL target of the adaptive controller (nats).")
     parser.add_argument("--eval_prompts", type=int, default=None, help="Held-out prompts in evaluation (default 256).")
     return parser.parse_args()
@@ -66,24 +66,6 @@ def base_config(args, name, objective, steps):
         config.model.d_model, config.model.num_layers, config.model.ff_dim = 64, 2, 256
         config.data.seq_len = 128
     return config
-
-
-def train_once(config):
-    """(train result, wall seconds); a finished run directory is reused."""
-    from tfpref.training.run import RESULT_FILE, train
-
-    timing = os.path.join(config.model_dir, "benchmark_train_seconds.json")
-    if os.path.exists(timing):
-        with open(timing, encoding="utf-8") as f:
-            seconds = json.load(f)
-        with open(os.path.join(config.model_dir, RESULT_FILE), encoding="utf-8") as f:
-            return json.load(f), seconds
-    began = time.perf_counter()
-    result = train(config, show_progress=False)
-    seconds = round(time.perf_counter() - began, 1)
-    with open(timing, "w", encoding="utf-8") as f:
-        json.dump(seconds, f)
-    return result, seconds
 
 
 def make_pairs_once(args, policy_dir, path):
@@ -102,11 +84,11 @@ def rl_config(args, algorithm, policy_dir, reward_dir):
     config = base_config(args, algorithm, algorithm, args.rl_steps)
     config.data.seq_len = 256
     config.train.init_from = policy_dir
-    config.train.learning_rate, config.train.warmup_steps, config.train.weight_decay = 3e-5, 10, 0.0
+    config.train.learning_rate, config.train.warmup_steps, config.train.weight_decay = args.rl_learning_rate, 10, 0.0
     config.train.batch_size = 32
     align = config.align
-    align.reward_model, align.target_kl, align.kl_coef = reward_dir, args.target_kl, 0.05
-    align.kl_horizon = 2000
+    align.reward_model, align.target_kl, align.kl_coef = reward_dir, args.target_kl, 0.1
+    align.kl_horizon = 1000  # completions: with 32 per rollout, kl_coef moves up to 0.64% a step
     align.samples_per_prompt, align.max_new_tokens = 4, args.max_new_tokens
     align.missing_eos_penalty = 0.0
     config.runtime.log_every, config.runtime.checkpoint_every = 5, 10 ** 9
@@ -183,7 +165,7 @@ def reward_kl_curves(run_dirs, path):
 
 def main():
     args = parse_args()
-    quick = (150, 400, 100, 30, 64, 32) if args.quick else (1000, 3000, 600, 160, 256, 64)
+    quick = (150, 400, 100, 30, 64, 32) if args.quick else (1000, 3000, 600, 200, 256, 64)
     for name, value in zip(("pretrain_steps", "num_pairs", "rm_steps", "rl_steps", "eval_prompts",
                             "max_new_tokens"), quick):
         if getattr(args, name, None) is None:

@@ -10,7 +10,7 @@ import pytest
 from tfpref.cli import evaluate_main
 from tfpref.evaluation.metrics import classification_report
 
-from helpers import REPO, TINY_FLAGS, run_train, write_tiny_corpus
+from helpers import REPO, TINY_FLAGS, run_train, tiny_config, write_tiny_corpus
 from test_classify import write_labeled
 
 
@@ -96,14 +96,17 @@ def test_bad_prompts_file_is_a_one_line_error_and_keeps_earlier_results(lm_run, 
 
 
 def test_evaluate_a_classifier_reports_precision_recall_f1_and_confusion(tmp_path):
+    from tfpref.training.run import train
+
     corpus = write_tiny_corpus(str(tmp_path))
-    assert run_train([*TINY_FLAGS, "--data", corpus, "--train_steps", "2",
-                      "--model_dir", str(tmp_path / "lm")]).returncode == 0
+    lm = tiny_config(tmp_path / "lm", corpus, train_steps=2)
+    lm.runtime.export = False
+    train(lm, show_progress=False)
     labeled = write_labeled(tmp_path / "labeled.jsonl")
-    tuned = run_train(["--data", labeled, "--objective", "classify", "--init_from", str(tmp_path / "lm"),
-                       "--freeze_backbone", "--train_steps", "30", "--batch_size", "16", "--seq_len", "32",
-                       "--learning_rate", "3e-2", "--no_progress", "--model_dir", str(tmp_path / "clf")])
-    assert tuned.returncode == 0, tuned.stderr
+    classifier = tiny_config(tmp_path / "clf", labeled, objective="classify", init_from=str(tmp_path / "lm"),
+                             freeze_backbone=True, train_steps=30, batch_size=16, learning_rate=3e-2)
+    classifier.runtime.export = False
+    train(classifier, show_progress=False)  # in-process: the CLI under test here is evaluate.py's
     done = run_evaluate(["--model_dir", str(tmp_path / "clf"), "--split", "test"])
     assert done.returncode == 0, done.stderr
     assert "confusion matrix" in done.stdout

@@ -171,3 +171,15 @@ def test_bad_alignment_settings_name_their_flag(objective, overrides, message):
         setattr(config.train if key == "init_from" else config.align, key, value)
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         config.validate()
+
+
+def test_a_bad_reward_model_dir_stops_before_anything_is_written(tmp_path, pretrained):
+    corpus, policy = pretrained
+    config = rl_config(tmp_path / "rl", corpus, policy, "rloo", reward_model=policy)  # an MLE run
+    with pytest.raises(UserError, match="a mle run, not a reward_model run"):
+        train(config, show_progress=False)
+    assert not os.path.exists(tmp_path / "rl")
+    config = tiny_config(tmp_path / "rm", corpus, objective="reward_model", init_from=policy)
+    with pytest.raises(UserError, match="needs a preference JSONL file"):
+        train(config, show_progress=False)
+    assert not os.path.exists(tmp_path / "rm")

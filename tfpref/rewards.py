@@ -30,19 +30,27 @@ class ScorerReward:
         return -np.asarray(self.scorer.score(texts), np.float32)
 
 
+def check_reward_model_dir(model_dir):
+    """Raise UserError unless `model_dir` is a trained --objective=reward_model run."""
+    from tfpref.config import config_path
+
+    if not os.path.exists(config_path(model_dir)):
+        raise UserError(f"--reward_model {model_dir}: not a run directory (no config.json)")
+    with open(config_path(model_dir), encoding="utf-8") as f:
+        objective = json.load(f).get("train", {}).get("objective")
+    if objective != "reward_model":
+        raise UserError(f"--reward_model {model_dir}: a {objective} run, not a reward_model run")
+    if not os.path.isdir(os.path.join(model_dir, "checkpoints")):
+        raise UserError(f"--reward_model {model_dir}: no checkpoint yet")
+
+
 class RewardModelReward:
     """The normalised reward of a --objective=reward_model run's latest checkpoint."""
 
     def __init__(self, model_dir, batch_size=64):
-        from tfpref.config import config_path
         from tfpref.evaluation.run import load_run
 
-        if not os.path.exists(config_path(model_dir)):
-            raise UserError(f"--reward_model {model_dir}: not a run directory (no config.json)")
-        with open(config_path(model_dir), encoding="utf-8") as f:
-            objective = json.load(f).get("train", {}).get("objective")
-        if objective != "reward_model":
-            raise UserError(f"--reward_model {model_dir}: a {objective} run, not a reward_model run")
+        check_reward_model_dir(model_dir)
         self.config, self.model, self.objective, _ = load_run(model_dir)
         self.batch_size = batch_size
         self.description = f"reward model {model_dir}"

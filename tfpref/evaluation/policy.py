@@ -7,7 +7,8 @@ Both policies complete the same held-out prompts with the same seeds. Reported:
     reference's (ties count one half);
   * kl_to_reference: the mean over policy samples of sum_t log pi - log pi_ref (nats per completion);
   * nll_drift: held-out negative log-likelihood per token of the policy minus that of the
-    reference, on the pretraining corpus's validation split (how much language modelling was lost).
+    reference, on the pretraining corpus's validation split (how much language modelling was
+    lost), with both perplexities.
 """
 import json
 import os
@@ -140,4 +141,5 @@ def _nll_drift(source, model, reference, settings):
         return {}
     policy_nll = held_out_nll(model, data, settings.nll_batches, settings.batch_size)
     reference_nll = held_out_nll(reference, data, settings.nll_batches, settings.batch_size)
-    return {"nll": policy_nll, "reference_nll": reference_nll, "nll_drift": policy_nll - reference_nll}
+    return {"nll": policy_nll, "reference_nll": reference_nll, "nll_drift": policy_nll - reference_nll,
+            "perplexity": float(np.exp(policy_nll)), "reference_perplexity": float(np.exp(reference_nll))}

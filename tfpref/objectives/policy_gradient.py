@@ -101,6 +101,10 @@ class PolicyGradientObjective(Objective):
         align, train = config.align, config.train
         if not train.init_from:
             raise UserError(f"--objective {cls.name} fine-tunes a pretrained policy: give --init_from RUN_DIR")
+        if align.reward_model:  # checked now: nothing is written to the run directory before this
+            from tfpref.rewards import check_reward_model_dir
+
+            check_reward_model_dir(align.reward_model)
         if cls.rollout_size(config) % align.samples_per_prompt:
             raise UserError(f"--objective {cls.name}: a rollout of {cls.rollout_size(config)} completions "
                             f"(--batch_size x updates) is not divisible by --samples_per_prompt "
