@@ -1,4 +1,5 @@
 """What every benchmark shares: JSON-line output, progress on stderr, a background-load meter."""
+import contextlib
 import json
 import os
 import sys
@@ -61,7 +62,8 @@ def train_once(config):
         with open(os.path.join(config.model_dir, RESULT_FILE), encoding="utf-8") as f:
             return json.load(f), seconds
     began = time.perf_counter()
-    result = train(config, show_progress=False)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+        result = train(config, show_progress=False)
     seconds = round(time.perf_counter() - began, 1)
     with open(timing, "w", encoding="utf-8") as f:
         json.dump(seconds, f)

@@ -45,10 +45,10 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="Tiny models and data (a smoke test of the pipeline).")
     parser.add_argument("--algorithms", default="rloo,ppo", help="Comma-separated RL objectives to run.")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="Policy pretraining steps (default 1000).")
-    parser.add_argument("--num_pairs", type=int, default=None, help="Preference pairs (default 3000).")
+    parser.add_argument("--num_pairs", type=int, default=None, help="Preference pairs (default 6000).")
     parser.add_argument("--annotator_temperature", type=float, default=0.01,
                         help="Simulated annotator's Bradley-Terry temperature, in violations per byte.")
-    parser.add_argument("--rm_steps", type=int, default=None, help="Reward model steps (default 600).")
+    parser.add_argument("--rm_steps", type=int, default=None, help="Reward model steps of 32 pairs (default 1500).")
     parser.add_argument("--rl_steps", type=int, default=None, help="RL optimizer steps (default 200).")
     parser.add_argument("--rl_learning_rate", type=float, default=1e-4, help="RL peak learning rate.")
     parser.add_argument("--target_kl", type=float, default=4.0, help="KL target of the adaptive controller (nats).")
@@ -135,7 +135,7 @@ def sampling_speed(policy_dir, rollout, prompt_len, new_tokens, calls=3):
     return speed
 
 
-def reward_kl_curves(run_dirs, path):
+def reward_kl_curves(run_dirs, path, target_kl):
     """PNG of reward against KL over training (TensorBoard's train scalars), one line per run."""
     import matplotlib
 
@@ -153,6 +153,8 @@ def reward_kl_curves(run_dirs, path):
                         values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
         steps = sorted(set(values.get("reward", {})) & set(values.get("kl", {})))
         axes.plot([values["kl"][s] for s in steps], [values["reward"][s] for s in steps], marker=".", label=label)
+    axes.axvline(target_kl, color="grey", linestyle=":", label="target KL")
+    axes.axvline(1.5 * target_kl, color="grey", linestyle="--", label="1.5 x target")
     axes.set_xlabel("KL to the reference policy (nats per completion)")
     axes.set_ylabel("reward (reward model, normalised)")
     axes.set_title("RL against a PEP 8 reward model: reward vs KL over training", fontsize=10)
@@ -165,7 +167,7 @@ def reward_kl_curves(run_dirs, path):
 
 def main():
     args = parse_args()
-    quick = (150, 400, 100, 30, 64, 32) if args.quick else (1000, 3000, 600, 200, 256, 64)
+    quick = (150, 400, 100, 30, 64, 32) if args.quick else (1000, 6000, 1500, 200, 256, 64)
     for name, value in zip(("pretrain_steps", "num_pairs", "rm_steps", "rl_steps", "eval_prompts",
                             "max_new_tokens"), quick):
         if getattr(args, name, None) is None:
@@ -187,7 +189,7 @@ def main():
 
     rm = base_config(args, "reward_model", "reward_model", args.rm_steps)
     rm.data.data, rm.data.seq_len, rm.train.init_from = pairs_path, 160, policy.model_dir
-    rm.train.learning_rate, rm.train.warmup_steps = 3e-4, 30
+    rm.train.learning_rate, rm.train.warmup_steps, rm.train.batch_size = 5e-4, 50, 32
     log(BENCHMARK, f"reward model: {args.rm_steps} steps on {len(pairs.items)} pairs")
     _, rm_seconds = train_once(rm)
     rm_metrics = evaluate_run(rm.model_dir, batch_size=64)["metrics"]
@@ -219,7 +221,7 @@ def main():
                   "kl_to_reference": 0.0, "misalignment": rows[0]["reference_misalignment"], "nll_drift": 0.0,
                   "seconds": policy_seconds}
         rows.insert(0, before)
-        reward_kl_curves(run_dirs, os.path.join(args.results_dir, "reward_vs_kl.png"))
+        reward_kl_curves(run_dirs, os.path.join(args.results_dir, "reward_vs_kl.png"), args.target_kl)
 
     from tfpref.config import AlignConfig
 
