@@ -127,3 +127,9 @@ def test_simulated_annotator_follows_bradley_terry():
     a_wins, p_a = simulated_labels(np.full(20000, 0.02), np.zeros(20000), temperature=0.01, rng=rng)
     expected = 1 / (1 + np.exp(-2.0))
     assert p_a[0] == pytest.approx(expected) and a_wins.mean() == pytest.approx(expected, abs=0.01)
+
+
+def test_make_names_a_missing_policy_dir_and_writes_nothing(tmp_path, capsys):
+    output = tmp_path / "pairs.jsonl"
+    assert main(["make", "--policy_dir", str(tmp_path / "nope"), "--output", str(output)]) == 2
+    assert "--policy_dir" in capsys.readouterr().err and not output.exists()

@@ -42,6 +42,10 @@ def make_pairs(policy_dir, num_pairs, scorer="pep8", annotator_temperature=0.01,
     from tfpref.models.sampling import Sampler
     from tfpref.rewards import ScorerReward
 
+    from tfpref.config import config_path
+
+    if not os.path.exists(config_path(policy_dir)):
+        raise UserError(f"--policy_dir {policy_dir}: not a run directory (no config.json)")
     _, model, _, _ = load_run(policy_dir)
     prompts = load_prompts(data, split, prompt_chars)
     if not prompts:
