@@ -133,3 +133,17 @@ def test_make_names_a_missing_policy_dir_and_writes_nothing(tmp_path, capsys):
     output = tmp_path / "pairs.jsonl"
     assert main(["make", "--policy_dir", str(tmp_path / "nope"), "--output", str(output)]) == 2
     assert "--policy_dir" in capsys.readouterr().err and not output.exists()
+
+
+def test_labelling_round_trip_through_jsonl(tmp_path):
+    source = write_jsonl(tmp_path / "ranked.jsonl", [{"prompt": "p", "completions": ["b", "a", "c"],
+                                                      "ranking": [2, 1, 3]}])
+    assert export_for_labelling(source, str(tmp_path / "batch.jsonl")) == 3
+    rows = [json.loads(line) for line in (tmp_path / "batch.jsonl").read_text(encoding="utf-8").splitlines()]
+    order = {"a": 0, "b": 1, "c": 2}
+    for row in rows:  # the rater agrees with the ranking
+        row["preferred"] = "a" if order[row["completion_a"]] < order[row["completion_b"]] else "b"
+    labelled = write_jsonl(tmp_path / "labelled.jsonl", rows)
+    assert import_labelled(labelled, str(tmp_path / "back.jsonl")) == (3, 0)
+    back = load_preferences(str(tmp_path / "back.jsonl"))
+    assert sorted(c[1:3] for c in back.comparisons()) == [("a", "b"), ("a", "c"), ("b", "c")]

@@ -183,3 +183,27 @@ def test_a_bad_reward_model_dir_stops_before_anything_is_written(tmp_path, pretr
     with pytest.raises(UserError, match="needs a preference JSONL file"):
         train(config, show_progress=False)
     assert not os.path.exists(tmp_path / "rm")
+
+
+def test_rollouts_apply_the_missing_eos_penalty_then_whiten(pretrained):
+    from dataclasses import replace
+
+    from tfpref.config import AlignConfig
+    from tfpref.data.prompts import encode_prompts
+    from tfpref.evaluation.run import load_run
+    from tfpref.training.rollouts import RolloutMaker
+
+    _, policy = pretrained
+    _, model, _, _ = load_run(policy)
+    ids, mask = encode_prompts(["def f(value):\n", "x = "] * 4)
+    scores = np.arange(8, dtype=np.float32)
+    align = AlignConfig(max_new_tokens=8, missing_eos_penalty=5.0)
+    maker = RolloutMaker(model, model, None, lambda prompts, completions, finished: scores, align)
+    rollout = maker.make(ids, mask, seed=3)
+    finished = rollout.arrays["finished"] > 0
+    np.testing.assert_allclose(rollout.arrays["reward"], scores - 5.0 * ~finished)
+    np.testing.assert_allclose(rollout.arrays["kl"], 0.0, atol=1e-5)  # the policy is its own reference
+    assert rollout.arrays["completion_mask"].sum(axis=1).tolist() == rollout.arrays["length"].tolist()
+    whitened = RolloutMaker(model, model, None, lambda p, c, f: scores, replace(align, whiten_rewards=True))
+    reward = whitened.make(ids, mask, seed=3).arrays["reward"]
+    assert abs(reward.mean()) < 1e-5 and reward.std() == pytest.approx(1.0, rel=1e-4)
