@@ -48,7 +48,9 @@ def parse_args():
     parser.add_argument("--num_pairs", type=int, default=None, help="Preference pairs (default 6000).")
     parser.add_argument("--annotator_temperature", type=float, default=0.01,
                         help="Simulated annotator's Bradley-Terry temperature, in violations per byte.")
-    parser.add_argument("--rm_steps", type=int, default=None, help="Reward model steps of 32 pairs (default 1500).")
+    parser.add_argument("--rm_steps", type=int, default=None, help="Reward model steps of 32 pairs (default 600).")
+    parser.add_argument("--reward_pooling", default="mean",
+                        help="Reward model pooling: mean suits the hidden reward, a density of violations.")
     parser.add_argument("--rl_steps", type=int, default=None, help="RL optimizer steps (default 200).")
     parser.add_argument("--rl_learning_rate", type=float, default=1e-4, help="RL peak learning rate.")
     parser.add_argument("--target_kl", type=float, default=4.0, help="KL target of the adaptive controller (nats).")
@@ -167,7 +169,7 @@ def reward_kl_curves(run_dirs, path, target_kl):
 
 def main():
     args = parse_args()
-    quick = (150, 400, 100, 30, 64, 32) if args.quick else (1000, 6000, 1500, 200, 256, 64)
+    quick = (150, 400, 100, 30, 64, 32) if args.quick else (1000, 6000, 600, 200, 256, 64)
     for name, value in zip(("pretrain_steps", "num_pairs", "rm_steps", "rl_steps", "eval_prompts",
                             "max_new_tokens"), quick):
         if getattr(args, name, None) is None:
@@ -189,7 +191,8 @@ def main():
 
     rm = base_config(args, "reward_model", "reward_model", args.rm_steps)
     rm.data.data, rm.data.seq_len, rm.train.init_from = pairs_path, 160, policy.model_dir
-    rm.train.learning_rate, rm.train.warmup_steps, rm.train.batch_size = 5e-4, 50, 32
+    rm.train.learning_rate, rm.train.warmup_steps, rm.train.batch_size = 3e-4, 50, 32
+    rm.align.reward_pooling = args.reward_pooling
     log(BENCHMARK, f"reward model: {args.rm_steps} steps on {len(pairs.items)} pairs")
     _, rm_seconds = train_once(rm)
     rm_metrics = evaluate_run(rm.model_dir, batch_size=64)["metrics"]

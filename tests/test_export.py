@@ -127,3 +127,27 @@ def test_training_exports_at_the_end_and_evaluate_can_export_again(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert sorted(os.listdir(run_dir / "export")) == ["2"]  # replaced in place, no leftovers
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_reward_export_cuts_and_pools_as_training_does(tmp_path, pooling):
+    from tfpref.config import RunConfig
+    from tfpref.data.preferences import encode_groups
+    from tfpref.objectives.reward_model import RewardModelObjective
+
+    config = RunConfig(model_dir=str(tmp_path))
+    config.model = ModelConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64)
+    config.data.seq_len, config.align.reward_pooling = 12, pooling
+    model = build_model(config.model, seed=3)
+    objective = RewardModelObjective(config)
+    score = objective.reward_head.score.projection
+    score.kernel.assign(tf.random.normal(score.kernel.shape, seed=2))
+    objective.reward_head.set_normalization(0.5, 2.0)
+    prompts = ["def f(x):\n", "a much longer prompt than fits", "p"]
+    completions = ["    return x\n", "tail", "a completion longer than twelve bytes"]  # cut three ways
+    arrays = encode_groups(prompts, [(c,) for c in completions], config.data.seq_len)
+    library = objective.rewards({k: tf.constant(v) for k, v in arrays.items()}, model, False, normalize=True)
+    path = export_model(model, str(tmp_path), 1, seq_len=config.data.seq_len, objective=objective)
+    served = tf.saved_model.load(path).signatures["reward"](prompts=tf.constant(prompts),
+                                                            completions=tf.constant(completions))["reward"]
+    np.testing.assert_allclose(served.numpy(), library.numpy()[:, 0], rtol=1e-5, atol=1e-5)

@@ -70,6 +70,9 @@ TRAIN_FLAGS = [
                              "plackett_luce or all_pairs (rankings), regression (ratings), bce (click-through "
                              "rates); auto picks by the data's format."),
     ("align", "margin", "reward_model, bradley_terry: margin added to each pair's own 'margin' field."),
+    ("align", "reward_pooling", "reward_model: last (a projection of the last token's state) or mean (the mean "
+                                "of a per-token score over the completion: suits rewards that are densities of "
+                                "local features, such as PEP 8 violations per byte)."),
     ("align", "reward_model", "reinforce / rloo / ppo: a reward_model run directory whose normalised reward "
                               "is maximised; empty: the reward is minus --scorer's score."),
     ("align", "samples_per_prompt", "RL: completions sampled per prompt (RLOO's leave-one-out group)."),

@@ -127,6 +127,7 @@ class FeedbackConfig:
 
 
 REWARD_LOSSES = ("auto", "bradley_terry", "plackett_luce", "all_pairs", "regression", "bce")
+REWARD_POOLING = ("last", "mean")
 BASELINES = ("none", "moving_average")
 KL_ESTIMATORS = ("k1", "k3")
 
@@ -136,6 +137,7 @@ class AlignConfig:
     """Learning from preferences: reward models, policy-gradient RL (reinforce, rloo, ppo), DPO."""
     reward_loss: str = "auto"         # reward_model: auto picks from the data's format
     margin: float = 0.0               # reward_model, bradley_terry: added to each pair's own margin
+    reward_pooling: str = "last"      # reward_model: the last token's state, or the mean of per-token scores
     reward_model: str = ""            # RL: a reward_model run directory; empty: reward = -score of --scorer
     samples_per_prompt: int = 4       # RL: completions sampled per prompt (RLOO's group)
     baseline: str = "moving_average"  # reinforce: none or moving_average
@@ -158,6 +160,7 @@ class AlignConfig:
 
     def validate(self):
         _choice(self, "reward_loss", REWARD_LOSSES)
+        _choice(self, "reward_pooling", REWARD_POOLING)
         _choice(self, "baseline", BASELINES)
         _choice(self, "kl_estimator", KL_ESTIMATORS)
         _positive(self, "samples_per_prompt", "kl_horizon", "ppo_epochs", "ppo_minibatches",

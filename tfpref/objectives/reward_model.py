@@ -1,4 +1,5 @@
-"""Reward models: a scalar head on a language model's last real token, trained on preferences.
+"""Reward models: a scalar head on a language model (its last real token, or the mean over the
+completion with --reward_pooling mean), trained on preferences.
 
 Losses (--reward_loss; auto picks by the data's format):
   * bradley_terry: -log sigmoid(r_chosen - r_rejected - margin), on pairs (any format can be
@@ -63,14 +64,18 @@ def pairwise_correct(rewards, valid):
 
 @keras.saving.register_keras_serializable(package="tfpref")
 class RewardHead(keras.layers.Layer):
-    """Scalar reward of each sequence, from its last real token, normalised by stored statistics.
+    """Scalar reward of each sequence, normalised by stored statistics.
 
+    pooling "last": a projection of the last real token's state (the usual reward model);
+    "mean": the mean of a per-token score over the completion's tokens, a bias toward rewards
+    that are densities of local features (PEP 8 violations per byte is one).
     `normalize=False` gives the raw score (what is trained); `mean` and `std` are set once after
     training (`set_normalization`) so that served rewards have mean 0 and std 1 on the reference set.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, pooling="last", **kwargs):
         super().__init__(**kwargs)
+        self.pooling = pooling
         self.score = ScalarHead(name="score")
 
     def build(self, input_shape):
@@ -78,13 +83,20 @@ class RewardHead(keras.layers.Layer):
         self.mean = self.add_weight(shape=(), initializer="zeros", trainable=False, name="mean")
         self.std = self.add_weight(shape=(), initializer="ones", trainable=False, name="std")
 
-    def call(self, hidden, padding_mask, normalize=True):
-        raw = self.score(last_valid_state(hidden, padding_mask))
+    def call(self, hidden, padding_mask, completion_mask=None, normalize=True):
+        if self.pooling == "mean":
+            weights = tf.cast(padding_mask if completion_mask is None else completion_mask, tf.float32)
+            raw = tf.reduce_sum(self.score(hidden) * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+        else:
+            raw = self.score(last_valid_state(hidden, padding_mask))
         return (raw - self.mean) / self.std if normalize else raw
 
     def set_normalization(self, mean, std):
         self.mean.assign(mean)
         self.std.assign(max(std, 1e-6))
+
+    def get_config(self):
+        return {**super().get_config(), "pooling": self.pooling}
 
 
 class RewardModelObjective(Objective):
@@ -96,7 +108,7 @@ class RewardModelObjective(Objective):
     def __init__(self, config):
         super().__init__(config)
         self.loss = config.align.reward_loss
-        self.reward_head = RewardHead(name="reward_head")
+        self.reward_head = RewardHead(config.align.reward_pooling, name="reward_head")
         self.reward_head.build((None, None, config.model.d_model))
         self.trainable_layers = [self.reward_head]
 
@@ -120,11 +132,13 @@ class RewardModelObjective(Objective):
         shape = tf.shape(token_ids)
         flat_ids = tf.reshape(token_ids, [-1, shape[-1]])
         flat_mask = tf.reshape(mask, [-1, shape[-1]])
+        flat_completion = tf.reshape(batch["completion_mask"], [-1, shape[-1]])
         frozen = self.config.train.freeze_backbone
         hidden = model.hidden_states(flat_ids, flat_mask, training=training and not frozen)
         if frozen:
             hidden = tf.stop_gradient(hidden)
-        return tf.reshape(self.reward_head(hidden, flat_mask, normalize=normalize), shape[:2])
+        rewards = self.reward_head(hidden, flat_mask, flat_completion, normalize=normalize)
+        return tf.reshape(rewards, shape[:2])
 
     def compute(self, batch, model, training):
         rewards = self.rewards(batch, model, training)

@@ -127,8 +127,14 @@ class ServingModule(tf.Module):
         ragged = self.tokenizer.encode_tf(texts)[:, -self.seq_len:]
         ragged = tf.concat([tf.fill([tf.shape(texts)[0], 1], BOS_ID), ragged], axis=1)
         ids = ragged.to_tensor(PAD_ID)
-        mask = tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1])
-        return {"reward": self.reward_head(self.model.hidden_states(ids, mask), mask)}
+        lengths = tf.cast(ragged.row_lengths(), tf.int32)
+        mask = tf.sequence_mask(lengths, tf.shape(ids)[1])
+        # The completion is the last min(its bytes, what is left after BOS) real tokens of a row.
+        completion_lengths = tf.minimum(tf.strings.length(completions), lengths - 1)
+        completion_mask = tf.logical_and(mask, tf.logical_not(
+            tf.sequence_mask(lengths - completion_lengths, tf.shape(ids)[1])))
+        hidden = self.model.hidden_states(ids, mask)
+        return {"reward": self.reward_head(hidden, mask, completion_mask)}
 
     def _classify(self, texts):
         # As in training: BOS text EOS, cut to seq_len + 1 tokens (so no text is too long).
