@@ -89,8 +89,11 @@ def rl_config(args, algorithm, policy_dir, reward_dir):
     config.train.learning_rate, config.train.warmup_steps, config.train.weight_decay = args.rl_learning_rate, 10, 0.0
     config.train.batch_size = 32
     align = config.align
-    align.reward_model, align.target_kl, align.kl_coef = reward_dir, args.target_kl, 0.1
-    align.kl_horizon = 1000  # completions: with 32 per rollout, kl_coef moves up to 0.64% a step
+    # kl_coef starts where a first run's controller ended up, and may move up to 1.3% a step (32
+    # completions over a horizon of 500, times the 0.2 error clip): with 0.1 and 1000 the KL of
+    # RLOO's rollouts overshot 1.5 x target for a third of the run before the controller caught up.
+    align.reward_model, align.target_kl, align.kl_coef = reward_dir, args.target_kl, 0.2
+    align.kl_horizon = 500
     align.samples_per_prompt, align.max_new_tokens = 4, args.max_new_tokens
     align.missing_eos_penalty = 0.0
     config.runtime.log_every, config.runtime.checkpoint_every = 5, 10 ** 9
