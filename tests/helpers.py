@@ -31,6 +31,7 @@ def tiny_config(model_dir, data, **overrides):
     config.train.batch_size, config.train.learning_rate, config.train.warmup_steps = 4, 3e-3, 2
     config.train.train_steps, config.train.objective = 6, "mle"
     config.runtime.check_samples = 8  # conditional runs' closing check: a few samples are enough here
+    config.runtime.export = False  # as TINY_FLAGS: the export tests ask for it
     config.runtime.eval_batches, config.runtime.log_every = 2, 2
     for key, value in overrides.items():
         section = next(s for s in (config.data, config.model, config.train, config.feedback, config.align,

@@ -10,7 +10,7 @@ import pytest
 from tfpref.cli import evaluate_main
 from tfpref.evaluation.metrics import classification_report
 
-from helpers import REPO, TINY_FLAGS, run_train, tiny_config, write_tiny_corpus
+from helpers import REPO, tiny_config, write_tiny_corpus
 from test_classify import write_labeled
 
 
@@ -37,8 +37,10 @@ def lm_run(tmp_path_factory):
     """A tiny trained language-model run directory, shared by the tests below."""
     directory = tmp_path_factory.mktemp("lm")
     corpus = write_tiny_corpus(str(directory))
-    trained = run_train([*TINY_FLAGS, "--data", corpus, "--train_steps", "20", "--model_dir", str(directory / "run")])
-    assert trained.returncode == 0, trained.stderr
+    from tfpref.training.run import train
+
+    config = tiny_config(directory / "run", corpus, train_steps=20)
+    train(config, show_progress=False)
     return directory / "run"
 
 
@@ -69,19 +71,18 @@ def test_evaluate_samples_a_prompts_file_reproducibly(lm_run, tmp_path):
                                   ("class A:\n", "    pass\n")]) + "\n")
     args = ["--model_dir", str(lm_run), "--prompts", str(prompts), "--max_new_tokens", "16",
             "--temperature", "0.8", "--top_p", "0.9", "--seed", "3", "--max_batches", "1"]
-    first = run_evaluate(args)
-    assert first.returncode == 0, first.stderr
+    assert evaluate_main(args) == 0  # in-process: the subprocess tests above cover the CLI's process
     samples = (lm_run / "eval" / "samples.jsonl").read_text()
     assert [json.loads(line)["prompt"] for line in samples.splitlines()] == ["def add(a, b):\n", "import ",
                                                                          "class A:\n"]
-    assert run_evaluate(args).returncode == 0
+    assert evaluate_main(args) == 0
     assert (lm_run / "eval" / "samples.jsonl").read_text() == samples  # same seed, same samples
     report = json.load(open(lm_run / "eval" / "metrics.json"))
     assert report["samples"]["temperature"] == 0.8 and report["samples"]["prompts"] == str(prompts)
 
 
 def test_bad_prompts_file_is_a_one_line_error_and_keeps_earlier_results(lm_run, tmp_path, capsys):
-    assert run_evaluate(["--model_dir", str(lm_run), "--max_batches", "1", "--num_samples", "2"]).returncode == 0
+    assert evaluate_main(["--model_dir", str(lm_run), "--max_batches", "1", "--num_samples", "2"]) == 0
     before = (lm_run / "eval" / "metrics.json").read_text()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x"}) + "\n" + json.dumps({"text": "no prompt"}) + "\n")
@@ -100,12 +101,10 @@ def test_evaluate_a_classifier_reports_precision_recall_f1_and_confusion(tmp_pat
 
     corpus = write_tiny_corpus(str(tmp_path))
     lm = tiny_config(tmp_path / "lm", corpus, train_steps=2)
-    lm.runtime.export = False
     train(lm, show_progress=False)
     labeled = write_labeled(tmp_path / "labeled.jsonl")
     classifier = tiny_config(tmp_path / "clf", labeled, objective="classify", init_from=str(tmp_path / "lm"),
                              freeze_backbone=True, train_steps=30, batch_size=16, learning_rate=3e-2)
-    classifier.runtime.export = False
     train(classifier, show_progress=False)  # in-process: the CLI under test here is evaluate.py's
     done = run_evaluate(["--model_dir", str(tmp_path / "clf"), "--split", "test"])
     assert done.returncode == 0, done.stderr

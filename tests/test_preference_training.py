@@ -19,7 +19,6 @@ def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
     corpus = write_tiny_corpus(str(root))
     config = tiny_config(root / "mle", corpus, train_steps=60)
-    config.runtime.export = False
     train(config, show_progress=False)
     return corpus, str(root / "mle")
 
@@ -40,7 +39,6 @@ def rl_config(model_dir, corpus, policy, objective, **overrides):
     settings = dict(objective=objective, init_from=policy, train_steps=40, scorer="user_scorer:fewer_a",
                     max_new_tokens=16, prompt_chars=24)
     config = tiny_config(model_dir, corpus, **{**settings, **overrides})
-    config.runtime.export = False
     return config
 
 
@@ -79,6 +77,7 @@ def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp
     pairs = synthetic_pairs(tmp_path / "pairs.jsonl")
     config = tiny_config(tmp_path / "rm", pairs, objective="reward_model", init_from=policy, train_steps=30,
                          learning_rate=1e-2)
+    config.runtime.export = True
     result = train(config, show_progress=False)
     assert RunConfig.load(str(tmp_path / "rm" / "config.json")).align.reward_loss == "bradley_terry"
     assert result["validation_accuracy"] >= 0.9, result
@@ -111,7 +110,6 @@ def test_reward_model_losses_for_rankings_ratings_and_clicks(tmp_path, pretraine
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     config = tiny_config(tmp_path / "rm", str(path), objective="reward_model", init_from=policy, train_steps=4)
-    config.runtime.export = False
     result = train(config, show_progress=False)
     assert config.align.reward_loss == loss and np.isfinite(result["loss"])
     assert f"validation_{metric}" in result, result
@@ -122,7 +120,6 @@ def test_dpo_learns_pairs_and_a_resumed_run_reads_the_cached_reference(tmp_path,
     pairs = synthetic_pairs(tmp_path / "pairs.jsonl")
     config = tiny_config(tmp_path / "dpo", pairs, objective="dpo", init_from=policy, train_steps=20,
                          learning_rate=1e-2)
-    config.runtime.export = False
     result = train(config, show_progress=False)
     assert result["validation_reward_accuracy"] >= 0.9 and result["validation_reward_margin"] > 0, result
     assert os.path.exists(tmp_path / "dpo" / "reference_logprobs.npz")
@@ -137,7 +134,6 @@ def test_dpo_learns_pairs_and_a_resumed_run_reads_the_cached_reference(tmp_path,
     assert train(config, show_progress=False)["step"] == 22
 
     ipo = tiny_config(tmp_path / "ipo", pairs, objective="dpo", init_from=policy, train_steps=3, ipo=True)
-    ipo.runtime.export = False
     monkeypatch.undo()
     assert np.isfinite(train(ipo, show_progress=False)["loss"])
 
