@@ -53,7 +53,8 @@ TRAIN_FLAGS = [
     ("train", "init_from", "Start from the latest checkpoint of this run directory (its model "
                            "architecture is used)."),
     ("train", "freeze_backbone", "Train only the objective's head; the language model stays fixed."),
-    ("feedback", "scorer", "Misalignment scorer for the feedback objectives and evaluate.py: pep8 "
+    ("feedback", "scorer", "Misalignment scorer for the feedback objectives, evaluate.py, and the RL reward "
+                           "(minus the score) when no --reward_model is given: pep8 "
                            "(pycodestyle violations per character), profanity or pii (pip install -e "
                            "'.[scorers]'), or package.module:function (texts -> floats, lower is better)."),
     ("feedback", "segment", "What one score covers: document, chunk (a top-level def/class) or line."),
@@ -115,8 +116,8 @@ TRAIN_FLAGS = [
                                  "to be aligned and as many asked to be misaligned, and print their "
                                  "misalignment; 0 skips the check."),
     ("runtime", "export", "When training ends, write a SavedModel for TensorFlow Serving to "
-                          "<model_dir>/export/<step>/ (signatures generate and score, or classify "
-                          "and score)."),
+                          "<model_dir>/export/<step>/ (signatures generate and score; classify and "
+                          "score for classifiers; reward and score for reward models)."),
 ]
 
 

@@ -155,7 +155,7 @@ class AlignConfig:
     missing_eos_penalty: float = 0.0  # RL: subtracted from the reward of completions that never end
     max_new_tokens: int = 64          # RL: completion length limit
     temperature: float = 1.0          # RL: sampling temperature of the rollouts
-    prompt_chars: int = 64            # RL, preference data: stdlib prompts are the first lines of a function, up to this long
+    prompt_chars: int = 64            # RL, preference data: longest stdlib prompt (a function's first lines)
     ipo: bool = False                 # dpo: the IPO loss (Azar et al. 2023) instead of the logistic one
 
     def validate(self):

@@ -36,7 +36,7 @@ def simulated_labels(rewards_a, rewards_b, temperature, rng):
 def make_pairs(policy_dir, num_pairs, scorer="pep8", annotator_temperature=0.01, data="stdlib",
                split="test", prompt_chars=64, max_new_tokens=64, temperature=1.0, seed=0, batch_size=64):
     """[record] of `num_pairs` simulated preference pairs (see the module docstring)."""
-    from tfpref.data.prompts import encode_prompts, load_prompts
+    from tfpref.data.prompts import encode_prompts, policy_prompts
     from tfpref.data.tokenizer import ByteTokenizer
     from tfpref.evaluation.run import load_run
     from tfpref.models.sampling import Sampler
@@ -47,7 +47,7 @@ def make_pairs(policy_dir, num_pairs, scorer="pep8", annotator_temperature=0.01,
     if not os.path.exists(config_path(policy_dir)):
         raise UserError(f"--policy_dir {policy_dir}: not a run directory (no config.json)")
     _, model, _, _ = load_run(policy_dir)
-    prompts = load_prompts(data, split, prompt_chars)
+    prompts = policy_prompts(data, split, prompt_chars)
     if not prompts:
         raise UserError(f"--data {data}: no prompts in the {split} split")
     reward = ScorerReward(scorer)
@@ -181,7 +181,8 @@ def build_parser():
     export = commands.add_parser("export", help="write pairs to CSV/JSONL for human raters",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     export.add_argument("--input", required=True, help="Preference JSONL (any format; pairs are derived).")
-    export.add_argument("--output", required=True, help="A .csv file (otherwise JSONL) with an empty 'preferred' column.")
+    export.add_argument("--output", required=True,
+                        help="A .csv file (otherwise JSONL) with an empty 'preferred' column.")
     export.add_argument("--seed", type=int, default=0, help="Seed of the A/B order.")
     export.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
     imp = commands.add_parser("import", help="read a labelled CSV/JSONL back as pairwise JSONL",

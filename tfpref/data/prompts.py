@@ -1,4 +1,4 @@
-"""Prompts for sampling completions (RL rollouts, simulated preference data, evaluation).
+"""Prompts a policy completes: RL rollouts, simulated preference pairs, policy evaluation.
 
 From a corpus (stdlib by default) a prompt is the start of a top-level function or class: its
 first lines, cut at a line end, up to --prompt_chars characters (the first line alone if it is
@@ -24,7 +24,7 @@ def prompt_of(chunk, max_chars):
     return prompt or lines[0][:max_chars]
 
 
-def load_prompts(data, split, max_chars, text_field="text", max_chunk_chars=4096):
+def policy_prompts(data, split, max_chars, text_field="text", max_chunk_chars=4096):
     """Distinct prompts of the `split` of corpus `data`, in a stable order."""
     if data.endswith(".jsonl") and os.path.isfile(data):
         prompts = []
@@ -58,4 +58,4 @@ def prompt_arrays(prompts, seq_len):
     return ArrayData({"prompt_ids": ids, "prompt_mask": mask}, seq_len)
 
 
-__all__ = ["load_prompts", "prompt_of", "encode_prompts", "prompt_arrays"]
+__all__ = ["policy_prompts", "prompt_of", "encode_prompts", "prompt_arrays"]

@@ -73,7 +73,7 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
     of both policies go to eval_dir/policy_samples.jsonl."""
     from dataclasses import replace
 
-    from tfpref.data.prompts import encode_prompts, load_prompts
+    from tfpref.data.prompts import encode_prompts, policy_prompts
     from tfpref.training.reference import reference_model
     from tfpref.training.rollouts import RolloutMaker
 
@@ -82,7 +82,7 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
                         f"is gone; policy evaluation compares against it")
     source = RunConfig.load(config_path(config.train.init_from))
     # RL runs' --data holds their prompts; a DPO run's preference file has a "prompt" per record.
-    prompts = load_prompts(config.data.data, split, config.align.prompt_chars)[:settings.num_prompts]
+    prompts = policy_prompts(config.data.data, split, config.align.prompt_chars)[:settings.num_prompts]
     if not prompts:
         raise UserError(f"--split {split}: no prompts in {config.data.data}")
     rewards = _reward_functions(config, settings)

@@ -107,8 +107,8 @@ class PolicyGradientObjective(Objective):
             check_reward_model_dir(align.reward_model)
         if cls.rollout_size(config) % align.samples_per_prompt:
             raise UserError(f"--objective {cls.name}: a rollout of {cls.rollout_size(config)} completions "
-                            f"(--batch_size x updates) is not divisible by --samples_per_prompt "
-                            f"{align.samples_per_prompt}")
+                            f"(--batch_size, times --ppo_minibatches for ppo) is not divisible by "
+                            f"--samples_per_prompt {align.samples_per_prompt}")
 
     @classmethod
     def rollout_size(cls, config):
@@ -121,10 +121,10 @@ class PolicyGradientObjective(Objective):
     @classmethod
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
         """Prompts of the training split; RL has no validation loss (evaluate.py measures reward)."""
-        from tfpref.data.prompts import load_prompts, prompt_arrays
+        from tfpref.data.prompts import policy_prompts, prompt_arrays
 
         data = config.data
-        prompts = load_prompts(data.data, "train", config.align.prompt_chars, data.text_field, data.max_chunk_chars)
+        prompts = policy_prompts(data.data, "train", config.align.prompt_chars, data.text_field, data.max_chunk_chars)
         if not prompts:
             raise UserError(f"--data {data.data}: no prompts in the training split")
         width = max(len(p.encode("utf-8")) for p in prompts) + 1
