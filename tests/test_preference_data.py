@@ -135,6 +135,12 @@ def test_make_names_a_missing_policy_dir_and_writes_nothing(tmp_path, capsys):
     assert "--policy_dir" in capsys.readouterr().err and not output.exists()
 
 
+def test_make_refuses_an_odd_batch_size(tmp_path, capsys):
+    output = tmp_path / "pairs.jsonl"
+    assert main(["make", "--policy_dir", str(tmp_path), "--output", str(output), "--batch_size", "3"]) == 2
+    assert "--batch_size 3" in capsys.readouterr().err and not output.exists()
+
+
 def test_labelling_round_trip_through_jsonl(tmp_path):
     source = write_jsonl(tmp_path / "ranked.jsonl", [{"prompt": "p", "completions": ["b", "a", "c"],
                                                       "ranking": [2, 1, 3]}])

@@ -177,6 +177,9 @@ def build_parser():
     make.add_argument("--max_new_tokens", type=int, default=64, help="Longest completion, in tokens.")
     make.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature.")
     make.add_argument("--seed", type=int, default=0, help="Seed of prompts, samples and labels.")
+    make.add_argument("--batch_size", type=int, default=64,
+                      help="Completions sampled at once (two per prompt). Larger is faster; the pairs "
+                           "drawn for a --seed depend on it.")
     make.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
     export = commands.add_parser("export", help="write pairs to CSV/JSONL for human raters",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -204,6 +207,9 @@ def _main(argv):
     if args.command == "make":
         if args.num_pairs <= 0 or args.annotator_temperature <= 0:
             raise UserError("--num_pairs and --annotator_temperature must be positive")
+        if args.batch_size < 2 or args.batch_size % 2:
+            raise UserError(f"--batch_size {args.batch_size}: must be a positive even number "
+                            "(two completions of each prompt)")
         if os.path.exists(args.output) and not args.overwrite:  # before minutes of sampling, not after
             raise UserError(f"--output {args.output} exists; choose another path or pass --overwrite")
         from tfpref.runtime import import_tensorflow_quietly
@@ -211,7 +217,7 @@ def _main(argv):
         import_tensorflow_quietly()
         records = make_pairs(args.policy_dir, args.num_pairs, args.scorer, args.annotator_temperature,
                              args.data, args.split, args.prompt_chars, args.max_new_tokens, args.temperature,
-                             args.seed)
+                             args.seed, args.batch_size)
         write_jsonl(args.output, records, args.overwrite)
         ceiling = float(np.mean([max(r["annotator_p"], 1 - r["annotator_p"]) for r in records]))
         print(json.dumps({"output": args.output, "pairs": len(records), "noise_ceiling": round(ceiling, 4),
