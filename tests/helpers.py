@@ -46,6 +46,15 @@ def run_train(args, timeout=300, **kwargs):
                           timeout=timeout, **kwargs)
 
 
+def train_in_process(args):
+    """The run `train.py args` makes, trained in this process (for runs whose CLI process is not
+    what a test checks: a process start costs seconds); returns the train result."""
+    from tfpref.cli import build_train_parser, config_from_args
+    from tfpref.training.run import train
+
+    return train(config_from_args(build_train_parser().parse_args(args)), show_progress=False)
+
+
 def scalar_events(directory):
     """{tag: [value per event]} of the TensorBoard files in `directory` (None for text)."""
     import tensorflow as tf

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tfpref  # noqa: F401
 from tfpref.data.labeled import PEP8_CLASSES, pep8_labels
 
-from helpers import TINY_FLAGS, run_train, write_tiny_corpus
+from helpers import TINY_FLAGS, run_train, train_in_process, write_tiny_corpus
 
 
 def write_labeled(path, count=400):
@@ -27,9 +27,7 @@ def test_pep8_labels_mark_clean_and_violating_code():
 
 def test_frozen_backbone_classifier_trains_only_its_head(tmp_path):
     corpus = write_tiny_corpus(str(tmp_path))
-    pretrained = run_train([*TINY_FLAGS, "--data", corpus, "--train_steps", "3", "--model_dir",
-                            str(tmp_path / "lm")])
-    assert pretrained.returncode == 0, pretrained.stderr
+    train_in_process([*TINY_FLAGS, "--data", corpus, "--train_steps", "3", "--model_dir", str(tmp_path / "lm")])
     labeled = write_labeled(tmp_path / "labeled.jsonl")
     tuned = run_train(["--data", labeled, "--objective", "classify", "--init_from", str(tmp_path / "lm"),
                        "--freeze_backbone", "--train_steps", "60", "--batch_size", "16", "--seq_len", "32",

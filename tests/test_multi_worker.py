@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, TINY_FLAGS, run_train, write_tiny_corpus
+from helpers import REPO, TINY_FLAGS, train_in_process, write_tiny_corpus
 
 
 def free_port():
@@ -36,8 +36,7 @@ def test_two_workers_match_one_worker_and_their_checkpoint_resumes_on_one(tmp_pa
     for worker in workers:
         out, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err
-    one = run_train([*flags, "--train_steps", "8", "--model_dir", str(tmp_path / "one_worker")])
-    assert one.returncode == 0, one.stderr
+    train_in_process([*flags, "--train_steps", "8", "--model_dir", str(tmp_path / "one_worker")])
 
     two, single = result(shared_dir), result(tmp_path / "one_worker")
     assert two["step"] == single["step"] == 8
@@ -48,6 +47,5 @@ def test_two_workers_match_one_worker_and_their_checkpoint_resumes_on_one(tmp_pa
 
     # The two-worker checkpoint resumes on one worker and continues exactly like the single run.
     for run_dir in (shared_dir, tmp_path / "one_worker"):
-        resumed = run_train([*flags, "--train_steps", "12", "--strategy", "default", "--model_dir", str(run_dir)])
-        assert resumed.returncode == 0, resumed.stderr
+        train_in_process([*flags, "--train_steps", "12", "--strategy", "default", "--model_dir", str(run_dir)])
     assert result(shared_dir)["loss"] == pytest.approx(result(tmp_path / "one_worker")["loss"], rel=1e-4)
