@@ -36,13 +36,12 @@ def simulated_labels(rewards_a, rewards_b, temperature, rng):
 def make_pairs(policy_dir, num_pairs, scorer="pep8", annotator_temperature=0.01, data="stdlib",
                split="test", prompt_chars=64, max_new_tokens=64, temperature=1.0, seed=0, batch_size=64):
     """[record] of `num_pairs` simulated preference pairs (see the module docstring)."""
+    from tfpref.config import config_path
     from tfpref.data.prompts import encode_prompts, policy_prompts
     from tfpref.data.tokenizer import ByteTokenizer
     from tfpref.evaluation.run import load_run
     from tfpref.models.sampling import Sampler
     from tfpref.rewards import ScorerReward
-
-    from tfpref.config import config_path
 
     if not os.path.exists(config_path(policy_dir)):
         raise UserError(f"--policy_dir {policy_dir}: not a run directory (no config.json)")
