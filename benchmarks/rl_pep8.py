@@ -1,12 +1,14 @@
-"""Learning PEP 8 from preferences: pretrained policy -> preference pairs -> reward model -> RL -> evaluation.
+"""Learning PEP 8 from preferences: pretrained policy -> preference data -> reward model -> RL -> evaluation.
 
 Steps (each run directory under --results_dir is reused when it already holds a finished run):
   1. policy: an MLE transformer pretrained on the standard library;
-  2. pairs.jsonl: `python -m tfpref.preferences make`'s pairs: two completions of prompts cut from
-     held-out stdlib functions, labelled by a Bradley-Terry annotator on -(PEP 8 violations per
-     byte) at --annotator_temperature; its noise ceiling is the best accuracy a reward model can get;
-  3. reward_model: Bradley-Terry reward model initialised from the policy; pairwise accuracy on
-     held-out prompts against the ceiling (target: >= 95% of it);
+  2. preferences.jsonl: `python -m tfpref.preferences make`'s data: --completions_per_prompt
+     completions of prompts cut from held-out stdlib functions, ranked by a simulated annotator
+     (Plackett-Luce; Bradley-Terry for pairs) on -(PEP 8 violations per byte) at
+     --annotator_temperature; its noise ceiling is the best pairwise accuracy a reward model can get;
+  3. reward_model: a reward model initialised from the policy (Plackett-Luce loss on rankings,
+     Bradley-Terry on pairs); pairwise accuracy on held-out prompts against the ceiling (target:
+     >= 95% of it);
   4. RL (--algorithms, RLOO and PPO by default) from the policy against the reward model, with the
      adaptive KL controller aiming at --target_kl; evaluated on held-out prompts against the
      policy: reward (target: up by >= 1 reward std of the reference's completions, with the KL
@@ -45,10 +47,16 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="Tiny models and data (a smoke test of the pipeline).")
     parser.add_argument("--algorithms", default="rloo,ppo", help="Comma-separated RL objectives to run.")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="Policy pretraining steps (default 1000).")
-    parser.add_argument("--num_pairs", type=int, default=None, help="Preference pairs (default 6000).")
+    parser.add_argument("--num_completions", type=int, default=None,
+                        help="Completions sampled for the preference data (default 12000).")
+    parser.add_argument("--completions_per_prompt", type=int, default=4,
+                        help="Completions the annotator ranks together (2: pairs). More gives more "
+                             "comparisons per sample and per reward model forward pass.")
     parser.add_argument("--annotator_temperature", type=float, default=0.01,
                         help="Simulated annotator's Bradley-Terry temperature, in violations per byte.")
-    parser.add_argument("--rm_steps", type=int, default=None, help="Reward model steps of 32 pairs (default 600).")
+    parser.add_argument("--rm_steps", type=int, default=None,
+                        help="Reward model steps of 128 completions (default 300: about 3 epochs; more "
+                             "overfits).")
     parser.add_argument("--reward_pooling", default="mean",
                         help="Reward model pooling: mean suits the hidden reward, a density of violations.")
     parser.add_argument("--rl_steps", type=int, default=None, help="RL optimizer steps (default 200).")
@@ -70,16 +78,18 @@ def base_config(args, name, objective, steps):
     return config
 
 
-def make_pairs_once(args, policy_dir, path):
+def make_preferences_once(args, policy_dir, path):
     from tfpref.data.preferences import load_preferences
-    from tfpref.preferences import make_pairs, write_jsonl
+    from tfpref.preferences import make_preferences, write_jsonl
 
     if not os.path.exists(path):
-        log(BENCHMARK, f"sampling {args.num_pairs} preference pairs")
-        # 256 completions per sampler call (make's default is 64): fewer, fuller calls, about 50
-        # pairs a second on 2 cores, which matters at tens of thousands of pairs.
-        records = make_pairs(policy_dir, args.num_pairs, "pep8", args.annotator_temperature,
-                             max_new_tokens=args.max_new_tokens, batch_size=256)
+        k = args.completions_per_prompt
+        log(BENCHMARK, f"sampling {args.num_completions} completions, ranked {k} at a time")
+        # 256 completions per sampler call (make's default is 64): fewer, fuller calls, about 90
+        # completions a second on 2 cores, which matters at tens of thousands of them.
+        records = make_preferences(policy_dir, args.num_completions // k, "pep8", args.annotator_temperature,
+                                   max_new_tokens=args.max_new_tokens, batch_size=256 // k * k,
+                                   completions_per_prompt=k)
         write_jsonl(path, records)
     return load_preferences(path)
 
@@ -174,8 +184,8 @@ def reward_kl_curves(run_dirs, path, target_kl):
 
 def main():
     args = parse_args()
-    quick = (150, 400, 100, 30, 64, 32) if args.quick else (1000, 6000, 600, 200, 256, 64)
-    for name, value in zip(("pretrain_steps", "num_pairs", "rm_steps", "rl_steps", "eval_prompts",
+    quick = (150, 800, 50, 30, 64, 32) if args.quick else (1000, 12000, 300, 200, 256, 64)
+    for name, value in zip(("pretrain_steps", "num_completions", "rm_steps", "rl_steps", "eval_prompts",
                             "max_new_tokens"), quick):
         if getattr(args, name, None) is None:
             setattr(args, name, value)
@@ -190,20 +200,25 @@ def main():
     log(BENCHMARK, f"policy: {args.pretrain_steps} MLE steps in {policy.model_dir}")
     _, policy_seconds = train_once(policy)
 
-    pairs_path = os.path.join(args.results_dir, "pairs.jsonl")
-    pairs = make_pairs_once(args, policy.model_dir, pairs_path)
-    ceiling = pairs.split("validation").noise_ceiling()
+    preferences_path = os.path.join(args.results_dir, "preferences.jsonl")
+    preferences = make_preferences_once(args, policy.model_dir, preferences_path)
+    ceiling = preferences.split("validation").noise_ceiling()
 
     rm = base_config(args, "reward_model", "reward_model", args.rm_steps)
-    rm.data.data, rm.data.seq_len, rm.train.init_from = pairs_path, 160, policy.model_dir
-    rm.train.learning_rate, rm.train.warmup_steps, rm.train.batch_size = 3e-4, 50, 32
+    rm.data.data, rm.data.seq_len, rm.train.init_from = preferences_path, 160, policy.model_dir
+    # 128 completions a step whatever the group size: 32 rankings of 4, 64 pairs.
+    rm.train.learning_rate, rm.train.warmup_steps = 3e-4, 50
+    rm.train.batch_size = max(1, 128 // args.completions_per_prompt)
     rm.align.reward_pooling = args.reward_pooling
-    log(BENCHMARK, f"reward model: {args.rm_steps} steps on {len(pairs.items)} pairs")
+    comparisons = len(preferences.comparisons())
+    log(BENCHMARK, f"reward model: {args.rm_steps} steps on {len(preferences.items)} {preferences.kind} "
+                   f"records ({comparisons} comparisons)")
     _, rm_seconds = train_once(rm)
     rm_metrics = evaluate_run(rm.model_dir, batch_size=64)["metrics"]
     rm_row = {"benchmark": BENCHMARK, "stage": "reward model", "rm_accuracy": rm_metrics["accuracy"],
               "rm_ceiling": rm_metrics.get("accuracy_ceiling", ceiling), "seconds": rm_seconds,
-              "pairs": len(pairs.items)}
+              "records": len(preferences.items), "completions_per_prompt": args.completions_per_prompt,
+              "comparisons": comparisons}
     rm_row["rm_vs_ceiling"] = rm_row["rm_accuracy"] / rm_row["rm_ceiling"]
     emit(rm_row)
 

@@ -6,7 +6,7 @@ import pytest
 
 from tfpref.data.preferences import encode_completion, load_preferences, preference_arrays
 from tfpref.errors import UserError
-from tfpref.preferences import export_for_labelling, import_labelled, main, simulated_labels
+from tfpref.preferences import export_for_labelling, import_labelled, main, simulated_labels, simulated_ranks
 
 
 def write_jsonl(path, records):
@@ -65,6 +65,13 @@ CLICKS = {"prompt": "ok", "completion": "a", "clicks": 1, "impressions": 4}
     (PAIR, {"chosen": "a", "rejected": "b"}, "field 'prompt' is missing"),
     (RANKING, {"prompt": "p", "completions": ["a", "b"], "ranking": [1, 1]}, "ties are not allowed"),
     (RANKING, {"prompt": "p", "completions": ["a", ""], "ranking": [1, 2]}, "item 1 must be a non-empty string"),
+    (RANKING, {**RANKING, "annotator_rewards": [0.1, 0.2]}, "field 'annotator_temperature' is missing"),
+    (RANKING, {**RANKING, "annotator_rewards": [0.1], "annotator_temperature": 0.01},
+     "field 'annotator_rewards' must be a list of 2 numbers"),
+    (RANKING, {**RANKING, "annotator_rewards": [0.1, "x"], "annotator_temperature": 0.01},
+     r"field 'annotator_rewards\[1\]' must be a number"),
+    (RANKING, {**RANKING, "annotator_rewards": [0.1, 0.2], "annotator_temperature": 0},
+     "field 'annotator_temperature' must be positive"),
     (RATING, {"prompt": "p", "completion": "a", "rating": "good"}, "field 'rating' must be a number"),
     (CLICKS, {"prompt": "p", "completion": "a", "clicks": 5, "impressions": 3}, "field 'clicks' must be between"),
     (CLICKS, {"prompt": "p", "completion": "a", "clicks": 1, "impressions": 0}, "field 'impressions' must be positive"),
@@ -129,16 +136,43 @@ def test_simulated_annotator_follows_bradley_terry():
     assert p_a[0] == pytest.approx(expected) and a_wins.mean() == pytest.approx(expected, abs=0.01)
 
 
+def test_simulated_rankings_order_pairs_as_bradley_terry_does():
+    # Plackett-Luce's pairwise marginals are Bradley-Terry's: a ranking's pairs share the pairs' ceiling.
+    rng = np.random.default_rng(0)
+    ranks = simulated_ranks(np.tile([0.02, 0.0, -0.01], (20000, 1)), temperature=0.01, rng=rng)
+    assert sorted(ranks[0]) == [1, 2, 3]
+    for better, worse, gap in ((0, 1, 2.0), (0, 2, 3.0), (1, 2, 1.0)):
+        assert (ranks[:, better] < ranks[:, worse]).mean() == pytest.approx(1 / (1 + np.exp(-gap)), abs=0.01)
+
+
+def test_simulated_rankings_carry_the_probability_of_each_pair(tmp_path):
+    record = {"prompt": "p", "completions": ["a", "b", "c"], "ranking": [2, 1, 3],
+              "annotator_rewards": [0.0, 0.01, 0.03], "annotator_temperature": 0.01}
+    data = load_preferences(write_jsonl(tmp_path / "r.jsonl", [record]))
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    expected = [("b", "a", sigmoid(1.0)), ("b", "c", sigmoid(-2.0)), ("a", "c", sigmoid(-3.0))]
+    assert [c[1:3] for c in data.comparisons()] == [e[:2] for e in expected]
+    assert [c[4] for c in data.comparisons()] == pytest.approx([e[2] for e in expected])
+    assert data.noise_ceiling() == pytest.approx(np.mean([max(e[2], 1 - e[2]) for e in expected]))
+    annotator_p = preference_arrays(data, seq_len=8)["annotator_p"]  # best-first rows: b, a, c
+    assert annotator_p.shape == (1, 3, 3) and annotator_p[0, 0, 2] == pytest.approx(sigmoid(-2.0))
+
+
 def test_make_names_a_missing_policy_dir_and_writes_nothing(tmp_path, capsys):
     output = tmp_path / "pairs.jsonl"
     assert main(["make", "--policy_dir", str(tmp_path / "nope"), "--output", str(output)]) == 2
     assert "--policy_dir" in capsys.readouterr().err and not output.exists()
 
 
-def test_make_refuses_an_odd_batch_size(tmp_path, capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--batch_size", "3"], "--batch_size 3"),
+    (["--completions_per_prompt", "4", "--batch_size", "6"], "--batch_size 6"),
+    (["--completions_per_prompt", "1"], "--completions_per_prompt 1"),
+])
+def test_make_refuses_a_batch_that_does_not_hold_whole_groups(tmp_path, capsys, flags, message):
     output = tmp_path / "pairs.jsonl"
-    assert main(["make", "--policy_dir", str(tmp_path), "--output", str(output), "--batch_size", "3"]) == 2
-    assert "--batch_size 3" in capsys.readouterr().err and not output.exists()
+    assert main(["make", "--policy_dir", str(tmp_path), "--output", str(output), *flags]) == 2
+    assert message in capsys.readouterr().err and not output.exists()
 
 
 def test_labelling_round_trip_through_jsonl(tmp_path):

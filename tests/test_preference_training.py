@@ -97,22 +97,30 @@ def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp
     np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("records, loss, metric", [
-    ([{"prompt": f"p{i}", "completions": ["ok", "xx", "x"], "ranking": [1, 3, 2]} for i in range(40)],
-     "plackett_luce", "accuracy"),
+SIMULATED_RANKING = {"annotator_rewards": [0.0, -0.02, -0.01], "annotator_temperature": 0.01}
+# Its best-first pairs are 1, 2 and 1 temperatures apart: the ceiling is the mean of max(p, 1 - p).
+RANKING_CEILING = float(np.mean(1 / (1 + np.exp(-np.array([1.0, 2.0, 1.0])))))
+
+
+@pytest.mark.parametrize("records, loss, expected", [
+    ([{"prompt": f"p{i}", "completions": ["ok", "xx", "x"], "ranking": [1, 3, 2], **SIMULATED_RANKING}
+      for i in range(40)], "plackett_luce", {"accuracy_ceiling": RANKING_CEILING}),
     ([{"prompt": f"p{i}", "completion": "y" + "x" * (i % 4), "rating": [4 - i % 4, 3.5]} for i in range(40)],
-     "regression", "correlation"),
+     "regression", {"correlation": None}),
     ([{"prompt": f"p{i}", "completion": "y" + "x" * (i % 4), "clicks": i % 4, "impressions": 8} for i in range(40)],
-     "bce", "correlation"),
+     "bce", {"correlation": None}),
 ])
-def test_reward_model_losses_for_rankings_ratings_and_clicks(tmp_path, pretrained, records, loss, metric):
+def test_reward_model_losses_for_rankings_ratings_and_clicks(tmp_path, pretrained, records, loss, expected):
     _, policy = pretrained
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     config = tiny_config(tmp_path / "rm", str(path), objective="reward_model", init_from=policy, train_steps=4)
     result = train(config, show_progress=False)
     assert config.align.reward_loss == loss and np.isfinite(result["loss"])
-    assert f"validation_{metric}" in result, result
+    for metric, value in expected.items():
+        assert f"validation_{metric}" in result, result
+        if value is not None:
+            assert result[f"validation_{metric}"] == pytest.approx(value, rel=1e-5)
 
 
 def test_dpo_learns_pairs_and_a_resumed_run_reads_the_cached_reference(tmp_path, pretrained, monkeypatch):
@@ -140,17 +148,26 @@ def test_dpo_learns_pairs_and_a_resumed_run_reads_the_cached_reference(tmp_path,
 
 def test_simulated_preference_pairs_from_a_policy(tmp_path, pretrained):
     from tfpref.data.preferences import load_preferences
-    from tfpref.preferences import make_pairs, write_jsonl
+    from tfpref.preferences import make_preferences, write_jsonl
 
     corpus, policy = pretrained
-    records = make_pairs(policy, 12, scorer="user_scorer:count_x", annotator_temperature=0.05,
-                         data=corpus, split="train", prompt_chars=24, max_new_tokens=12, batch_size=16)
+    settings = dict(scorer="user_scorer:count_x", annotator_temperature=0.05, data=corpus, split="train",
+                    prompt_chars=24, max_new_tokens=12, batch_size=24)
+    records = make_preferences(policy, 12, **settings)
     write_jsonl(str(tmp_path / "pairs.jsonl"), records)
     data = load_preferences(str(tmp_path / "pairs.jsonl"))
-    assert len(data.items) == 12 and 0.5 <= data.noise_ceiling() <= 1.0
+    assert data.kind == "pairwise" and len(data.items) == 12 and 0.5 <= data.noise_ceiling() <= 1.0
     for record in records:  # the label's probability is Bradley-Terry on the hidden rewards
         expected = 1 / (1 + np.exp(-(record["reward_chosen"] - record["reward_rejected"]) / 0.05))
         assert record["annotator_p"] == pytest.approx(expected, rel=1e-5)
+
+    rankings = make_preferences(policy, 5, completions_per_prompt=3, **settings)
+    write_jsonl(str(tmp_path / "rankings.jsonl"), rankings)
+    data = load_preferences(str(tmp_path / "rankings.jsonl"))
+    assert data.kind == "ranking" and len(data.items) == 5 and len(data.comparisons()) == 15
+    for record in rankings:  # three distinct completions, each with the annotator's hidden reward
+        assert len(set(record["completions"])) == 3 and sorted(record["ranking"]) == [1, 2, 3]
+        assert len(record["annotator_rewards"]) == 3 and record["annotator_temperature"] == 0.05
 
 
 @pytest.mark.parametrize("objective, overrides, message", [

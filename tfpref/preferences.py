@@ -4,6 +4,9 @@
           functions (or --data's prompts), and label them with a simulated annotator: Bradley-Terry
           on the scorer's rewards (-score) with --annotator_temperature, so labels are noisy as
           human labels are. Prints the noise ceiling: the accuracy a perfect reward model would get.
+          With --completions_per_prompt K > 2 the annotator ranks K completions (Plackett-Luce,
+          whose pairwise marginals are that same Bradley-Terry): K(K-1)/2 comparisons from K
+          samples, as InstructGPT's labellers ranked 4 to 9 completions.
   export  write pairs to a CSV (or JSONL) for human raters: completions A and B in random order,
           an empty 'preferred' column to fill with a or b.
   import  read a labelled CSV/JSONL back into pairwise JSONL (prompt, chosen, rejected); rows left
@@ -33,9 +36,31 @@ def simulated_labels(rewards_a, rewards_b, temperature, rng):
     return rng.random(len(p_a)) < p_a, p_a
 
 
-def make_pairs(policy_dir, num_pairs, scorer="pep8", annotator_temperature=0.01, data="stdlib",
-               split="test", prompt_chars=64, max_new_tokens=64, temperature=1.0, seed=0, batch_size=64):
-    """[record] of `num_pairs` simulated preference pairs (see the module docstring)."""
+def simulated_ranks(rewards, temperature, rng):
+    """Ranks [n, k] (1 = best) drawn from Plackett-Luce on rewards [n, k] / T.
+
+    Sorting utilities plus Gumbel noise draws a Plackett-Luce ranking; any two completions end up
+    in the order Bradley-Terry at the same temperature gives, so pairs and rankings share a ceiling.
+    """
+    noisy = np.asarray(rewards) / temperature + rng.gumbel(size=np.shape(rewards))
+    return np.argsort(np.argsort(-noisy, axis=1), axis=1) + 1
+
+
+def check_group_settings(completions_per_prompt, batch_size):
+    """UserError unless the sampler's batch holds whole groups of at least 2 completions."""
+    if completions_per_prompt < 2:
+        raise UserError(f"--completions_per_prompt {completions_per_prompt}: the annotator needs at least "
+                        "2 completions to compare")
+    if batch_size < completions_per_prompt or batch_size % completions_per_prompt:
+        raise UserError(f"--batch_size {batch_size}: must be a positive multiple of --completions_per_prompt "
+                        f"{completions_per_prompt} (that many completions of each prompt)")
+
+
+def make_preferences(policy_dir, num_records, scorer="pep8", annotator_temperature=0.01, data="stdlib",
+                     split="test", prompt_chars=64, max_new_tokens=64, temperature=1.0, seed=0, batch_size=64,
+                     completions_per_prompt=2):
+    """[record] of `num_records` simulated preferences (see the module docstring): pairs, or
+    rankings when `completions_per_prompt` > 2."""
     from tfpref.config import config_path
     from tfpref.data.prompts import encode_prompts, policy_prompts
     from tfpref.data.tokenizer import ByteTokenizer
@@ -43,6 +68,7 @@ def make_pairs(policy_dir, num_pairs, scorer="pep8", annotator_temperature=0.01,
     from tfpref.models.sampling import Sampler
     from tfpref.rewards import ScorerReward
 
+    check_group_settings(completions_per_prompt, batch_size)
     if not os.path.exists(config_path(policy_dir)):
         raise UserError(f"--policy_dir {policy_dir}: not a run directory (no config.json)")
     _, model, _, _ = load_run(policy_dir)
@@ -53,27 +79,35 @@ def make_pairs(policy_dir, num_pairs, scorer="pep8", annotator_temperature=0.01,
     sampler = Sampler(model, max_new_tokens)
     tokenizer = ByteTokenizer()
     rng = np.random.default_rng(seed)
+    k = completions_per_prompt
     records, attempt = [], 0
-    while len(records) < num_pairs:
-        chosen_prompts = [prompts[i] for i in rng.integers(0, len(prompts), batch_size // 2)]
-        rows = [p for p in chosen_prompts for _ in range(2)]  # two samples of each prompt, side by side
+    while len(records) < num_records:
+        chosen_prompts = [prompts[i] for i in rng.integers(0, len(prompts), batch_size // k)]
+        rows = [p for p in chosen_prompts for _ in range(k)]  # k samples of each prompt, side by side
         ids, mask = encode_prompts(rows)
         out = sampler(ids, mask, temperature=temperature, seed=seed * 7919 + attempt)
         attempt += 1
         texts = [tokenizer.decode(t[m]) for t, m in zip(out["tokens"], out["mask"])]
-        rewards = reward(rows, texts, out["finished"])
-        a, b = slice(0, None, 2), slice(1, None, 2)
-        a_wins, p_a = simulated_labels(rewards[a], rewards[b], annotator_temperature, rng)
-        for i, prompt in enumerate(chosen_prompts):
-            text_a, text_b = texts[2 * i], texts[2 * i + 1]
-            if text_a == text_b or not text_a.strip() or not text_b.strip():
+        rewards = np.asarray(reward(rows, texts, out["finished"]), np.float64).reshape(-1, k)
+        groups = [texts[i * k:(i + 1) * k] for i in range(len(chosen_prompts))]
+        if k == 2:
+            a_wins, p_a = simulated_labels(rewards[:, 0], rewards[:, 1], annotator_temperature, rng)
+        else:
+            ranks = simulated_ranks(rewards, annotator_temperature, rng)
+        for i, (prompt, group) in enumerate(zip(chosen_prompts, groups)):
+            if len(set(group)) < k or not all(text.strip() for text in group):
                 continue  # a tie, or nothing to judge
-            first = 2 * i if a_wins[i] else 2 * i + 1
-            second = 2 * i + 1 if a_wins[i] else 2 * i
-            records.append({"prompt": prompt, "chosen": texts[first], "rejected": texts[second],
-                            "annotator_p": float(p_a[i] if a_wins[i] else 1 - p_a[i]),
-                            "reward_chosen": float(rewards[first]), "reward_rejected": float(rewards[second])})
-            if len(records) == num_pairs:
+            if k == 2:
+                first, second = (0, 1) if a_wins[i] else (1, 0)
+                records.append({"prompt": prompt, "chosen": group[first], "rejected": group[second],
+                                "annotator_p": float(p_a[i] if a_wins[i] else 1 - p_a[i]),
+                                "reward_chosen": float(rewards[i, first]),
+                                "reward_rejected": float(rewards[i, second])})
+            else:
+                records.append({"prompt": prompt, "completions": group, "ranking": ranks[i].tolist(),
+                                "annotator_rewards": rewards[i].tolist(),
+                                "annotator_temperature": annotator_temperature})
+            if len(records) == num_records:
                 break
     return records
 
@@ -161,11 +195,15 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m tfpref.preferences", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    make = commands.add_parser("make", help="simulate labelled pairs with a policy and a scorer",
+    make = commands.add_parser("make", help="simulate labelled pairs (or rankings) with a policy and a scorer",
                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     make.add_argument("--policy_dir", required=True, help="Run directory of the policy that samples completions.")
-    make.add_argument("--output", required=True, help="Pairwise JSONL file to write.")
-    make.add_argument("--num_pairs", type=int, default=1000, help="Pairs to write.")
+    make.add_argument("--output", required=True, help="JSONL file to write (pairwise, or ranking records).")
+    make.add_argument("--num_pairs", type=int, default=1000,
+                      help="Records to write: pairs, or rankings with --completions_per_prompt above 2.")
+    make.add_argument("--completions_per_prompt", type=int, default=2,
+                      help="Completions the annotator judges together: 2 writes pairs (chosen, rejected), "
+                           "more writes rankings (completions, ranking; 1 = best).")
     make.add_argument("--scorer", default="pep8", help="Scorer whose minus score is the annotator's hidden reward.")
     make.add_argument("--annotator_temperature", type=float, default=0.01,
                       help="Bradley-Terry temperature of the simulated annotator, in reward units: "
@@ -177,8 +215,8 @@ def build_parser():
     make.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature.")
     make.add_argument("--seed", type=int, default=0, help="Seed of prompts, samples and labels.")
     make.add_argument("--batch_size", type=int, default=64,
-                      help="Completions sampled at once (two per prompt). Larger is faster; the pairs "
-                           "drawn for a --seed depend on it.")
+                      help="Completions sampled at once (--completions_per_prompt per prompt). Larger is "
+                           "faster; the records drawn for a --seed depend on it.")
     make.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
     export = commands.add_parser("export", help="write pairs to CSV/JSONL for human raters",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -206,20 +244,21 @@ def _main(argv):
     if args.command == "make":
         if args.num_pairs <= 0 or args.annotator_temperature <= 0:
             raise UserError("--num_pairs and --annotator_temperature must be positive")
-        if args.batch_size < 2 or args.batch_size % 2:
-            raise UserError(f"--batch_size {args.batch_size}: must be a positive even number "
-                            "(two completions of each prompt)")
+        check_group_settings(args.completions_per_prompt, args.batch_size)
         if os.path.exists(args.output) and not args.overwrite:  # before minutes of sampling, not after
             raise UserError(f"--output {args.output} exists; choose another path or pass --overwrite")
         from tfpref.runtime import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-        records = make_pairs(args.policy_dir, args.num_pairs, args.scorer, args.annotator_temperature,
-                             args.data, args.split, args.prompt_chars, args.max_new_tokens, args.temperature,
-                             args.seed, args.batch_size)
+        records = make_preferences(args.policy_dir, args.num_pairs, args.scorer, args.annotator_temperature,
+                                   args.data, args.split, args.prompt_chars, args.max_new_tokens,
+                                   args.temperature, args.seed, args.batch_size, args.completions_per_prompt)
         write_jsonl(args.output, records, args.overwrite)
-        ceiling = float(np.mean([max(r["annotator_p"], 1 - r["annotator_p"]) for r in records]))
-        print(json.dumps({"output": args.output, "pairs": len(records), "noise_ceiling": round(ceiling, 4),
+        from tfpref.data.preferences import load_preferences
+
+        written = load_preferences(args.output)
+        print(json.dumps({"output": args.output, "records": len(records), "comparisons": len(written.comparisons()),
+                          "noise_ceiling": round(written.noise_ceiling(), 4),
                           "annotator_temperature": args.annotator_temperature}))
     elif args.command == "export":
         count = export_for_labelling(args.input, args.output, args.seed, args.overwrite)

@@ -15,8 +15,10 @@ weight (raters, impressions) for ratings and clicks. `comparisons()` turns any o
 (prompt, chosen, rejected) pairs: what DPO and a Bradley-Terry reward model train on.
 
 Fields not named above (ids, sources, rater details) are ignored: real data carries them.
-Simulated data (`python -m tfpref.preferences make`) adds "annotator_p", the probability that its
-noisy annotator prefers the chosen completion, from which the ceiling on accuracy is computed.
+Simulated data (`python -m tfpref.preferences make`) adds what its noisy annotator knew, from which
+the ceiling on accuracy is computed: "annotator_p" on a pair (the probability that it prefers the
+chosen completion); "annotator_rewards" (one per completion) and "annotator_temperature" on a
+ranking (it prefers completion i to j with probability sigmoid((r_i - r_j) / T)).
 """
 import hashlib
 import math
@@ -45,7 +47,16 @@ class Preference:
     target: float = None         # mean rating or click-through rate (rating, clicks; one completion)
     weight: float = 1.0          # raters or impressions behind `target`
     margin: float = 0.0          # pairwise: how much better chosen is (TRL's optional "margin")
-    annotator_p: float = None    # simulated: P(annotator prefers the chosen completion)
+    annotator_p: float = None    # simulated pair: P(annotator prefers the chosen completion)
+    annotator_rewards: tuple = None     # simulated ranking: the annotator's hidden reward of each completion
+    annotator_temperature: float = None
+
+    def preference_p(self, better, worse):
+        """P(the simulated annotator prefers completion `better` to `worse`), or None if unknown."""
+        if self.annotator_rewards is not None:
+            gap = self.annotator_rewards[better] - self.annotator_rewards[worse]
+            return 1.0 / (1.0 + math.exp(-gap / self.annotator_temperature))
+        return self.annotator_p
 
 
 @dataclass
@@ -67,7 +78,8 @@ class PreferenceSet:
         whose targets differ.
         """
         if self.kind in ("pairwise", "ranking"):
-            return [(p.prompt, p.completions[p.order[i]], p.completions[p.order[j]], p.margin, p.annotator_p)
+            return [(p.prompt, p.completions[p.order[i]], p.completions[p.order[j]], p.margin,
+                     p.preference_p(p.order[i], p.order[j]))
                     for p in self.items for i in range(len(p.order)) for j in range(i + 1, len(p.order))]
         by_prompt = {}
         for p in self.items:
@@ -163,7 +175,30 @@ def _parse_ranking(path, number, record, prompt):
         raise UserError(f"{location(path, number, 'ranking')}: {tie}expected each of 1..{len(ranks)} "
                         f"once, got {ranks}")
     order = tuple(int(i) for i in np.argsort(ranks))
-    return Preference(prompt, tuple(completions), order=order)
+    rewards, temperature = _ranking_annotator(path, number, record, len(completions))
+    return Preference(prompt, tuple(completions), order=order, annotator_rewards=rewards,
+                      annotator_temperature=temperature)
+
+
+def _ranking_annotator(path, number, record, count):
+    """(annotator_rewards tuple, annotator_temperature) of a simulated ranking, or (None, None)."""
+    has_rewards, has_temperature = "annotator_rewards" in record, "annotator_temperature" in record
+    if not has_rewards and not has_temperature:
+        return None, None
+    if has_rewards != has_temperature:
+        missing = "annotator_temperature" if has_rewards else "annotator_rewards"
+        raise UserError(f"{location(path, number, missing)} is missing (a simulated ranking needs "
+                        f"annotator_rewards and annotator_temperature together)")
+    rewards = record["annotator_rewards"]
+    if not isinstance(rewards, list) or len(rewards) != count:
+        raise UserError(f"{location(path, number, 'annotator_rewards')} must be a list of {count} numbers, "
+                        f"one per completion")
+    for i, value in enumerate(rewards):
+        _number(path, number, {f"annotator_rewards[{i}]": value}, f"annotator_rewards[{i}]")
+    temperature = _number(path, number, record, "annotator_temperature")
+    if temperature <= 0:
+        raise UserError(f"{location(path, number, 'annotator_temperature')} must be positive, got {temperature}")
+    return tuple(float(r) for r in rewards), float(temperature)
 
 
 def _parse_rating(path, number, record, prompt):
@@ -277,7 +312,8 @@ def preference_arrays(data, seq_len, pairs_only=False):
 
     Rows hold their completions best first (pairs and rankings), so index 0 is the chosen one;
     `target` and `weight` carry ratings or click-through rates, `margin` a pair's margin, and
-    `annotator_p` the simulated annotator's probability (NaN when unknown).
+    `annotator_p` the simulated annotator's probability (NaN when unknown): [n] for pairs, [n, k, k]
+    for rankings (row i preferred to row j).
     """
     if pairs_only or data.kind == "pairwise":
         rows = data.comparisons()
@@ -290,4 +326,14 @@ def preference_arrays(data, seq_len, pairs_only=False):
     arrays = encode_groups([p.prompt for p in items], groups, seq_len)
     arrays["target"] = np.array([0.0 if p.target is None else p.target for p in items], np.float32)
     arrays["weight"] = np.array([p.weight for p in items], np.float32)
+    if data.kind == "ranking":  # [n, k, k]: P(annotator prefers row i to row j), best-first rows
+        k = arrays["completion_valid"].shape[1]
+        annotator_p = np.full([len(items), k, k], np.nan, np.float32)
+        for n, p in enumerate(items):
+            for i, better in enumerate(p.order):
+                for j, worse in enumerate(p.order):
+                    probability = p.preference_p(better, worse)
+                    if probability is not None:
+                        annotator_p[n, i, j] = probability
+        arrays["annotator_p"] = annotator_p
     return arrays

@@ -53,6 +53,20 @@ def all_pairs_losses(rewards, valid):
     return tf.reduce_sum(pair_losses * both, [1, 2]) / tf.maximum(tf.reduce_sum(both, [1, 2]), 1.0)
 
 
+def ceiling_sums(annotator_p, valid=None):
+    """(sum of max(p, 1 - p), count) over the pairs whose annotator probability is known: the
+    expected accuracy of a perfect reward model. `annotator_p` is [n] for pairs, or [n, k, k]
+    for rankings (best-first rows i < j; `valid` [n, k] marks real completions)."""
+    if valid is not None:
+        k = tf.shape(annotator_p)[1]
+        upper = tf.cast(tf.linalg.band_part(tf.ones([k, k]), 0, -1) - tf.eye(k), tf.bool)
+        known = upper & valid[:, :, None] & valid[:, None, :] & tf.math.is_finite(annotator_p)
+    else:
+        known = tf.math.is_finite(annotator_p)
+    best = tf.where(known, tf.maximum(annotator_p, 1 - annotator_p), 0.0)
+    return tf.reduce_sum(best), tf.reduce_sum(tf.cast(known, tf.float32))
+
+
 def pairwise_correct(rewards, valid):
     """(correct ordered pairs, pairs) per row of best-first `rewards` [n, k]."""
     k = tf.shape(rewards)[1]
@@ -148,14 +162,12 @@ class RewardModelObjective(Objective):
         if self.loss == "bradley_terry":
             margin = batch["margin"] + self.config.align.margin
             losses = bradley_terry_losses(rewards[:, 0], rewards[:, 1], margin)
-            p = batch["annotator_p"]
-            known = tf.math.is_finite(p)
-            metrics["accuracy_ceiling"] = (tf.reduce_sum(tf.where(known, tf.maximum(p, 1 - p), 0.0)),
-                                           tf.reduce_sum(tf.cast(known, tf.float32)))
-        elif self.loss == "plackett_luce":
-            losses = plackett_luce_losses(rewards, valid)
-        elif self.loss == "all_pairs":
-            losses = all_pairs_losses(rewards, valid)
+            metrics["accuracy_ceiling"] = ceiling_sums(batch["annotator_p"])
+        elif self.loss in RANKING_LOSSES:
+            ranking_losses = plackett_luce_losses if self.loss == "plackett_luce" else all_pairs_losses
+            losses = ranking_losses(rewards, valid)
+            p = batch["annotator_p"]  # [n, k, k] on ranking data, [n] on pairwise data
+            metrics["accuracy_ceiling"] = ceiling_sums(p, valid if p.shape.rank == 3 else None)
         else:
             r, target = rewards[:, 0], batch["target"]
             if self.loss == "regression":
