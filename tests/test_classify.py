@@ -5,9 +5,10 @@ import numpy as np
 import tensorflow as tf
 
 import tfpref  # noqa: F401
+from tfpref.cli import train_main
 from tfpref.data.labeled import PEP8_CLASSES, pep8_labels
 
-from helpers import TINY_FLAGS, run_train, train_in_process, write_tiny_corpus
+from helpers import TINY_FLAGS, run_cli_in_process, train_in_process, write_tiny_corpus
 
 
 def write_labeled(path, count=400):
@@ -29,10 +30,10 @@ def test_frozen_backbone_classifier_trains_only_its_head(tmp_path):
     corpus = write_tiny_corpus(str(tmp_path))
     train_in_process([*TINY_FLAGS, "--data", corpus, "--train_steps", "3", "--model_dir", str(tmp_path / "lm")])
     labeled = write_labeled(tmp_path / "labeled.jsonl")
-    tuned = run_train(["--data", labeled, "--objective", "classify", "--init_from", str(tmp_path / "lm"),
-                       "--freeze_backbone", "--train_steps", "60", "--batch_size", "16", "--seq_len", "32",
-                       "--learning_rate", "3e-2", "--eval_every", "30", "--no_progress",
-                       "--model_dir", str(tmp_path / "classifier")])
+    tuned = run_cli_in_process(train_main, [
+        "--data", labeled, "--objective", "classify", "--init_from", str(tmp_path / "lm"), "--freeze_backbone",
+        "--train_steps", "60", "--batch_size", "16", "--seq_len", "32", "--learning_rate", "3e-2",
+        "--eval_every", "30", "--no_progress", "--no-export", "--model_dir", str(tmp_path / "classifier")])
     assert tuned.returncode == 0, tuned.stderr
     assert "Initialising from" in tuned.stdout
 

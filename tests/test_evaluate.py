@@ -10,11 +10,12 @@ import pytest
 from tfpref.cli import evaluate_main
 from tfpref.evaluation.metrics import classification_report
 
-from helpers import REPO, tiny_config, write_tiny_corpus
+from helpers import REPO, run_cli_in_process, tiny_config, write_tiny_corpus
 from test_classify import write_labeled
 
 
 def run_evaluate(args):
+    """The real `evaluate.py` in a new process (the in-process tests cover what it computes)."""
     return subprocess.run([sys.executable, "evaluate.py", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
 
@@ -86,7 +87,7 @@ def test_bad_prompts_file_is_a_one_line_error_and_keeps_earlier_results(lm_run, 
     before = (lm_run / "eval" / "metrics.json").read_text()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x"}) + "\n" + json.dumps({"text": "no prompt"}) + "\n")
-    done = run_evaluate(["--model_dir", str(lm_run), "--prompts", str(bad)])
+    done = run_cli_in_process(evaluate_main, ["--model_dir", str(lm_run), "--prompts", str(bad)])
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert f"{bad}:2: field 'prompt'" in done.stderr
@@ -105,8 +106,8 @@ def test_evaluate_a_classifier_reports_precision_recall_f1_and_confusion(tmp_pat
     labeled = write_labeled(tmp_path / "labeled.jsonl")
     classifier = tiny_config(tmp_path / "clf", labeled, objective="classify", init_from=str(tmp_path / "lm"),
                              freeze_backbone=True, train_steps=30, batch_size=16, learning_rate=3e-2)
-    train(classifier, show_progress=False)  # in-process: the CLI under test here is evaluate.py's
-    done = run_evaluate(["--model_dir", str(tmp_path / "clf"), "--split", "test"])
+    train(classifier, show_progress=False)
+    done = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "clf"), "--split", "test"])
     assert done.returncode == 0, done.stderr
     assert "confusion matrix" in done.stdout
     report = json.load(open(tmp_path / "clf" / "eval" / "metrics.json"))

@@ -2,20 +2,19 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import tfpref  # noqa: F401
+from tfpref.cli import evaluate_main, train_main
 from tfpref.config import RunConfig
 from tfpref.errors import UserError
 from tfpref.evaluation.misalignment import UNCONDITIONAL_SAMPLES_FILE, MisalignmentSettings
 from tfpref.evaluation.run import evaluate_run
 from tfpref.training.run import train
 
-from helpers import REPO, TINY_FLAGS, run_train, tiny_config
+from helpers import TINY_FLAGS, run_cli_in_process, tiny_config
 from test_feedback_data import write_pep8_corpus
 
 FEEDBACK = ("filter", "conditional", "unlikelihood", "rwr", "awr", "preference_vector")
@@ -84,9 +83,8 @@ def test_evaluate_with_a_scorer_reports_misalignment_and_kl(steered, tmp_path, c
 
 def test_evaluate_cli_scorer_flags(steered):
     model_dir = steered["preference_vector"][0]
-    out = subprocess.run([sys.executable, "evaluate.py", "--model_dir", model_dir, "--scorer", "pep8",
-                          "--scorer_samples", "8", "--num_samples", "2", "--max_new_tokens", "32"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = run_cli_in_process(evaluate_main, ["--model_dir", model_dir, "--scorer", "pep8", "--scorer_samples", "8",
+                                             "--num_samples", "2", "--max_new_tokens", "32"])
     assert out.returncode == 0, out.stderr
     assert "pep8_misalignment" in out.stdout and "unconditional samples scored by pep8" in out.stdout
     with pytest.raises(UserError, match="unknown scorer"):
@@ -94,14 +92,15 @@ def test_evaluate_cli_scorer_flags(steered):
 
 
 def test_train_cli_feedback_flags_and_bad_values(tmp_path, corpus):
-    ok = run_train([*TINY_FLAGS, "--data", corpus, "--objective", "unlikelihood", "--ul_alpha", "0.5",
-                    "--segment", "chunk", "--train_steps", "2", "--model_dir", str(tmp_path / "ul")])
+    ok = run_cli_in_process(train_main, [*TINY_FLAGS, "--data", corpus, "--objective", "unlikelihood",
+                                         "--ul_alpha", "0.5", "--segment", "chunk", "--train_steps", "2",
+                                         "--model_dir", str(tmp_path / "ul")])
     assert ok.returncode == 0, ok.stderr
     with open(tmp_path / "ul" / "config.json", encoding="utf-8") as f:
         stored = json.load(f)["feedback"]
     assert stored["ul_alpha"] == 0.5 and stored["segment"] == "chunk"
-    bad = run_train([*TINY_FLAGS, "--data", corpus, "--objective", "filter", "--segment", "word",
-                     "--model_dir", str(tmp_path / "bad")])
+    bad = run_cli_in_process(train_main, [*TINY_FLAGS, "--data", corpus, "--objective", "filter",
+                                          "--segment", "word", "--model_dir", str(tmp_path / "bad")])
     assert bad.returncode == 2 and "--segment: unknown granularity" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr and not os.path.exists(tmp_path / "bad")
 

@@ -48,6 +48,8 @@ def test_rl_raises_the_reward_of_a_toy_task(tmp_path, pretrained, objective):
     corpus, policy = pretrained
     # PPO makes 4 optimizer steps per rollout (2 epochs x 2 minibatches): it gets more steps.
     extra = {"target_kl": 2.0, "kl_horizon": 200, "train_steps": 80} if objective == "ppo" else {}
+    if objective == "rloo":
+        extra["jit_compile"] = True  # rollouts and their evaluation under XLA, as users run them
     config = rl_config(tmp_path / objective, corpus, policy, objective, **extra)
     train(config, show_progress=False)
     events = scalar_events(str(tmp_path / objective / "train"))

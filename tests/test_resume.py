@@ -18,9 +18,9 @@ STEPS = 600
 @pytest.fixture(scope="module")
 def command(tmp_path_factory):
     corpus = write_tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
-    # Dropout on, so the restored RNG state matters too.
+    # Dropout on, so the restored RNG state matters too; XLA on, as users run.
     return [*TINY_FLAGS, "--data", corpus, "--train_steps", str(STEPS), "--checkpoint_every", "50",
-            "--log_every", "50", "--eval_every", "1000", "--dropout", "0.1"]
+            "--log_every", "50", "--eval_every", "1000", "--dropout", "0.1", "--jit_compile"]
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,8 @@ TRAIN_FLAGS = [
     ("runtime", "strategy", "default (one device), mirrored (all local GPUs, or --cpu_replicas CPU "
                             "devices) or multi_worker (reads TF_CONFIG)."),
     ("runtime", "cpu_replicas", "With mirrored/multi_worker: split the CPU into N logical devices."),
-    ("runtime", "jit_compile", "Compile the per-replica step with XLA."),
+    ("runtime", "jit_compile", "Compile with XLA: the per-replica training step, RL rollouts and the closing "
+                               "sampling check."),
     ("runtime", "checkpoint_every", "Save a checkpoint every N steps (and at the end, and on "
                                     "SIGINT/SIGTERM)."),
     ("runtime", "keep_checkpoints", "Checkpoints to keep."),

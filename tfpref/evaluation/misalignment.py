@@ -82,10 +82,11 @@ def valid_python_prefix(text):
 class UnconditionalSampler:
     """Samples from BOS as the run's objective asks for aligned (or misaligned) text."""
 
-    def __init__(self, model, objective, max_new_tokens, aligned=True):
+    def __init__(self, model, objective, max_new_tokens, aligned=True, jit_compile=True):
         self.model, self.objective, self.aligned = model, objective, aligned
         self.prefix = (BOS_ID, *objective.prompt_prefix(aligned))
-        self.sampler = Sampler(model, max_new_tokens, banned_ids=objective.banned_ids(aligned))
+        self.sampler = Sampler(model, max_new_tokens, banned_ids=objective.banned_ids(aligned),
+                               jit_compile=jit_compile)
 
     def sample(self, count, temperature=0.7, top_p=0.9, top_k=0, seed=0, batch_size=64):
         """[{"text", "tokens", "finished", "model_logprobs"}] of `count` samples."""
@@ -213,15 +214,17 @@ def evaluate_misalignment(model, objective, settings, eval_dir):
     return {f"{scorer.name}_{k}" if k != "kl_to_reference" else k: v for k, v in metrics.items()}
 
 
-def controllability(model, objective, scorer_name, num_samples=64, max_new_tokens=256, seed=0):
+def controllability(model, objective, scorer_name, num_samples=64, max_new_tokens=256, seed=0, jit_compile=True):
     """{"aligned_...", "misaligned_..."} misalignment metrics of samples asked to be aligned vs
-    misaligned: the quick check a conditional run ends with."""
+    misaligned: the quick check a conditional run ends with (sampled with XLA if `jit_compile`,
+    as the run itself is)."""
     from tfpref.scorers.base import get_scorer
 
     scorer = get_scorer(scorer_name)
     out = {}
     for aligned in (True, False):
-        samples = UnconditionalSampler(model, objective, max_new_tokens, aligned).sample(num_samples, seed=seed)
+        sampler = UnconditionalSampler(model, objective, max_new_tokens, aligned, jit_compile)
+        samples = sampler.sample(num_samples, seed=seed)
         metrics, _ = misalignment_metrics(samples, scorer)
         prefix = "aligned" if aligned else "misaligned"
         out.update({f"{prefix}_{name}": metrics[name] for name in ("misalignment", "violation_rate")})

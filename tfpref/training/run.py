@@ -144,7 +144,8 @@ def train(config, show_progress=True):
             from tfpref.evaluation.misalignment import controllability
 
             result["controllability"] = controllability(model, objective, config.feedback.scorer,
-                                                        config.runtime.check_samples)
+                                                        config.runtime.check_samples,
+                                                        jit_compile=config.runtime.jit_compile)
             logger.scalars("eval", result["step"], result["controllability"])
     finally:
         logger.close()
