@@ -36,9 +36,12 @@ def bradley_terry_losses(chosen, rejected, margin=0.0):
     return tf.nn.softplus(-(chosen - rejected - margin))
 
 
-def upper_pairs(k):
-    """[k, k] float: 1 where i < j, the pairs of a best-first group counted once."""
-    return tf.linalg.band_part(tf.ones([k, k]), 0, -1) - tf.eye(k)
+def valid_pairs(valid):
+    """[n, k, k] float: 1 where i < j and both completions are real (`valid` [n, k]), the pairs of
+    a best-first group counted once."""
+    k = tf.shape(valid)[1]
+    upper = tf.linalg.band_part(tf.ones([k, k]), 0, -1) - tf.eye(k)
+    return tf.cast(valid[:, :, None] & valid[:, None, :], tf.float32) * upper
 
 
 def plackett_luce_losses(rewards, valid):
@@ -52,9 +55,7 @@ def plackett_luce_losses(rewards, valid):
 def all_pairs_losses(rewards, valid):
     """Mean over i < j (both valid) of -log sigmoid(r_i - r_j), per row; best first."""
     pair_losses = tf.nn.softplus(-(rewards[:, :, None] - rewards[:, None, :]))
-    k = tf.shape(rewards)[1]
-    upper = upper_pairs(k)
-    both = tf.cast(valid[:, :, None] & valid[:, None, :], tf.float32) * upper
+    both = valid_pairs(valid)
     return tf.reduce_sum(pair_losses * both, [1, 2]) / tf.maximum(tf.reduce_sum(both, [1, 2]), 1.0)
 
 
@@ -63,9 +64,7 @@ def ceiling_sums(annotator_p, valid=None):
     expected accuracy of a perfect reward model. `annotator_p` is [n] for pairs, or [n, k, k]
     for rankings (best-first rows i < j; `valid` [n, k] marks real completions)."""
     if valid is not None:
-        k = tf.shape(annotator_p)[1]
-        upper = tf.cast(upper_pairs(k), tf.bool)
-        known = upper & valid[:, :, None] & valid[:, None, :] & tf.math.is_finite(annotator_p)
+        known = tf.cast(valid_pairs(valid), tf.bool) & tf.math.is_finite(annotator_p)
     else:
         known = tf.math.is_finite(annotator_p)
     best = tf.where(known, tf.maximum(annotator_p, 1 - annotator_p), 0.0)
@@ -74,9 +73,7 @@ def ceiling_sums(annotator_p, valid=None):
 
 def pairwise_correct(rewards, valid):
     """(correct ordered pairs, pairs) per row of best-first `rewards` [n, k]."""
-    k = tf.shape(rewards)[1]
-    upper = upper_pairs(k)
-    both = tf.cast(valid[:, :, None] & valid[:, None, :], tf.float32) * upper
+    both = valid_pairs(valid)
     right = tf.cast(rewards[:, :, None] > rewards[:, None, :], tf.float32) * both
     return tf.reduce_sum(right, [1, 2]), tf.reduce_sum(both, [1, 2])
 
