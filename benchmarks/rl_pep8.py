@@ -59,6 +59,9 @@ def parse_args():
                              "overfits).")
     parser.add_argument("--reward_pooling", default="mean",
                         help="Reward model pooling: mean suits the hidden reward, a density of violations.")
+    parser.add_argument("--code_structure", action=argparse.BooleanOptionalAction, default=True,
+                        help="Reward model: learned embeddings of each byte's line structure (indent, its "
+                             "change, bracket depth) on the backbone's input.")
     parser.add_argument("--rl_steps", type=int, default=None, help="RL optimizer steps (default 200).")
     parser.add_argument("--rl_learning_rate", type=float, default=1e-4, help="RL peak learning rate.")
     parser.add_argument("--target_kl", type=float, default=4.0, help="KL target of the adaptive controller (nats).")
@@ -210,7 +213,7 @@ def main():
     # 128 completions a step whatever the group size: 32 rankings of 4, 64 pairs.
     rm.train.learning_rate, rm.train.warmup_steps = 3e-4, 50
     rm.train.batch_size = max(1, 128 // args.completions_per_prompt)
-    rm.align.reward_pooling = args.reward_pooling
+    rm.align.reward_pooling, rm.align.code_structure = args.reward_pooling, args.code_structure
     comparisons = len(preferences.comparisons())
     log(BENCHMARK, f"reward model: {args.rm_steps} steps on {len(preferences.items)} {preferences.kind} "
                    f"records ({comparisons} comparisons)")

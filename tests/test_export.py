@@ -130,8 +130,8 @@ def test_training_exports_at_the_end_and_evaluate_can_export_again(tmp_path):
     assert sorted(os.listdir(run_dir / "export")) == ["2"]  # replaced in place, no leftovers
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_reward_export_cuts_and_pools_as_training_does(tmp_path, pooling):
+@pytest.mark.parametrize("pooling,code_structure", [("last", False), ("mean", False), ("mean", True)])
+def test_reward_export_cuts_and_pools_as_training_does(tmp_path, pooling, code_structure):
     from tfpref.config import RunConfig
     from tfpref.data.preferences import encode_groups
     from tfpref.objectives.reward_model import RewardModelObjective
@@ -139,10 +139,14 @@ def test_reward_export_cuts_and_pools_as_training_does(tmp_path, pooling):
     config = RunConfig(model_dir=str(tmp_path))
     config.model = ModelConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64)
     config.data.seq_len, config.align.reward_pooling = 12, pooling
+    config.align.code_structure = code_structure
     model = build_model(config.model, seed=3)
     objective = RewardModelObjective(config)
     score = objective.reward_head.score.projection
     score.kernel.assign(tf.random.normal(score.kernel.shape, seed=2))
+    if code_structure:  # zero at initialisation: random, so that leaving it out would show
+        table = objective.structure.embedding.embeddings
+        table.assign(tf.random.normal(table.shape, seed=4))
     objective.reward_head.set_normalization(0.5, 2.0)
     prompts = ["def f(x):\n", "a much longer prompt than fits", "p"]
     completions = ["    return x\n", "tail", "a completion longer than twelve bytes"]  # cut three ways

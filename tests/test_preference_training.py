@@ -74,11 +74,12 @@ def test_rl_raises_the_reward_of_a_toy_task(tmp_path, pretrained, objective):
         assert os.path.exists(tmp_path / objective / "eval" / "policy_samples.jsonl")
 
 
-def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp_path, pretrained):
+@pytest.mark.parametrize("code_structure", [False, True])
+def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp_path, pretrained, code_structure):
     _, policy = pretrained
     pairs = synthetic_pairs(tmp_path / "pairs.jsonl")
     config = tiny_config(tmp_path / "rm", pairs, objective="reward_model", init_from=policy, train_steps=30,
-                         learning_rate=1e-2)
+                         learning_rate=1e-2, code_structure=code_structure)
     config.runtime.export = True
     result = train(config, show_progress=False)
     assert RunConfig.load(str(tmp_path / "rm" / "config.json")).align.reward_loss == "bradley_terry"
@@ -97,6 +98,8 @@ def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp
     served = tf.saved_model.load(result["export"]).signatures["reward"](
         prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
     np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
+    if code_structure:  # the learned structure embeddings are in the checkpoint the reward reads
+        assert np.any(reward.objective.structure.embedding.embeddings.numpy())
 
 
 SIMULATED_RANKING = {"annotator_rewards": [0.0, -0.02, -0.01], "annotator_temperature": 0.01}

@@ -74,6 +74,9 @@ TRAIN_FLAGS = [
     ("align", "reward_pooling", "reward_model: last (a projection of the last token's state) or mean (the mean "
                                 "of a per-token score over the completion: suits rewards that are densities of "
                                 "local features, such as PEP 8 violations per byte)."),
+    ("align", "code_structure", "reward_model: add learned embeddings of each byte's line structure (the "
+                                "line's indent, its change from the previous line, bracket depth) to the "
+                                "backbone's input: for preferences about source code."),
     ("align", "reward_model", "reinforce / rloo / ppo: a reward_model run directory whose normalised reward "
                               "is maximised; empty: the reward is minus --scorer's score."),
     ("align", "samples_per_prompt", "RL: completions sampled per prompt (RLOO's leave-one-out group)."),

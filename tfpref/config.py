@@ -138,6 +138,7 @@ class AlignConfig:
     reward_loss: str = "auto"         # reward_model: auto picks from the data's format
     margin: float = 0.0               # reward_model, bradley_terry: added to each pair's own margin
     reward_pooling: str = "last"      # reward_model: the last token's state, or the mean of per-token scores
+    code_structure: bool = False      # reward_model: add line-structure embeddings (indent, brackets) of code
     reward_model: str = ""            # RL: a reward_model run directory; empty: reward = -score of --scorer
     samples_per_prompt: int = 4       # RL: completions sampled per prompt (RLOO's group)
     baseline: str = "moving_average"  # reinforce: none or moving_average

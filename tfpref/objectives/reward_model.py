@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfpref.models.code_structure import CodeStructureEmbedding
 from tfpref.models.heads import ScalarHead, last_valid_state
 from tfpref.errors import UserError
 from tfpref.objectives.base import Objective, ObjectiveOutput
@@ -127,6 +128,12 @@ class RewardModelObjective(Objective):
         self.reward_head = RewardHead(config.align.reward_pooling, name="reward_head")
         self.reward_head.build((None, None, config.model.d_model))
         self.trainable_layers = [self.reward_head]
+        # Optional line-structure input of code (--code_structure), added to the token embeddings.
+        self.structure = None
+        if config.align.code_structure:
+            self.structure = CodeStructureEmbedding(config.model.d_model, name="code_structure")
+            self.structure.build()
+            self.trainable_layers.append(self.structure)
 
     @classmethod
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
@@ -142,6 +149,10 @@ class RewardModelObjective(Objective):
                             f"{config.data.data} (use {DEFAULT_LOSS[data.kind]} or bradley_terry)")
         return preference_split_arrays(config, data, wanted, pairs_only=align.reward_loss == "bradley_terry")
 
+    def structure_offset(self, token_ids):
+        """The backbone's embedding offset: line-structure embeddings with --code_structure, else None."""
+        return None if self.structure is None else self.structure(token_ids)
+
     def rewards(self, batch, model, training, normalize=False):
         """[n, k] rewards of the batch's completion groups."""
         token_ids, mask = batch["token_ids"], batch["padding_mask"]
@@ -150,8 +161,10 @@ class RewardModelObjective(Objective):
         flat_mask = tf.reshape(mask, [-1, shape[-1]])
         flat_completion = tf.reshape(batch["completion_mask"], [-1, shape[-1]])
         frozen = self.config.train.freeze_backbone
-        hidden = model.hidden_states(flat_ids, flat_mask, training=training and not frozen)
-        if frozen:
+        hidden = model.hidden_states(flat_ids, flat_mask, training=training and not frozen,
+                                     embedding_offset=self.structure_offset(flat_ids))
+        if frozen and self.structure is None:
+            # No gradient through the fixed backbone, unless it must reach the structure embeddings.
             hidden = tf.stop_gradient(hidden)
         rewards = self.reward_head(hidden, flat_mask, flat_completion, normalize=normalize)
         return tf.reshape(rewards, shape[:2])
@@ -217,4 +230,3 @@ class RewardModelObjective(Objective):
             with open(os.path.join(self.config.model_dir, NORMALIZATION_FILE), "w", encoding="utf-8") as f:
                 json.dump({"mean": mean, "std": std, "completions": int(len(rewards))}, f, indent=2)
         return {"reward_normalization": {"mean": mean, "std": std}}
-

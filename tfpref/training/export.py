@@ -65,7 +65,9 @@ class ServingModule(tf.Module):
         # Keras 3 layers held in Python lists are invisible to TensorFlow's object graph; listing
         # every variable here is what puts them all in the SavedModel.
         self.reward_head = objective.reward_head if objective is not None else None
-        heads = [h for h in (head, self.reward_head) if h is not None]
+        # A reward model's line-structure embeddings (--code_structure) feed its backbone's input.
+        self.structure = getattr(objective, "structure", None)
+        heads = [h for h in (head, self.reward_head, self.structure) if h is not None]
         self.model_variables = list(model.variables) + [v for h in heads for v in h.variables]
         self.classes = tf.constant(list(classes) or [""])
         self.max_length, self.seq_len = max_length, seq_len
@@ -133,7 +135,8 @@ class ServingModule(tf.Module):
         completion_lengths = tf.minimum(tf.strings.length(completions), lengths - 1)
         completion_mask = tf.logical_and(mask, tf.logical_not(
             tf.sequence_mask(lengths - completion_lengths, tf.shape(ids)[1])))
-        hidden = self.model.hidden_states(ids, mask)
+        offset = None if self.structure is None else self.structure(ids)
+        hidden = self.model.hidden_states(ids, mask, embedding_offset=offset)
         return {"reward": self.reward_head(hidden, mask, completion_mask)}
 
     def _classify(self, texts):
