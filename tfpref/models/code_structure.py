@@ -13,7 +13,7 @@ byte three learned embeddings, summed:
 
 The embeddings start at zero, so a pretrained backbone's states are unchanged until training
 moves them. The features are functions of the whole text (a byte sees its line's indent before
-the indent is complete): meant for reward models and classifiers, not for generation.
+the indent is complete): meant for reward models, which read whole texts, not for generation.
 """
 import keras
 import tensorflow as tf
@@ -65,7 +65,7 @@ def code_structure_ids(token_ids):
     leading = space & tf.equal(text_before - text_before_line, 0)
     indent = per_line(tf.cast(leading, tf.int32))
     has_text = per_line(text_int) > 0
-    # Did the line's last text byte be ':'? The position of its last text byte, then that byte.
+    # A line opens a block when its last text byte is ':' (found by position, then looked up).
     position = tf.broadcast_to(tf.range(time)[None, :], [batch, time])
     last_text = per_line(tf.where(text, position, -1), tf.math.unsorted_segment_max)
     last_byte = tf.gather(token_ids, tf.maximum(last_text, 0), batch_dims=1)
