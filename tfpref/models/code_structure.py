@@ -26,7 +26,8 @@ MAX_DEPTH = 7
 _INDENT_IDS = 2 * (MAX_INDENT + 1)        # indent width x whitespace-only line
 _DELTA_IDS = 2 * (2 * MAX_DELTA + 1)      # indent change x previous line opened a block
 _DEPTH_IDS = MAX_DEPTH + 1
-NUM_STRUCTURE_IDS = _INDENT_IDS + _DELTA_IDS + _DEPTH_IDS + 1  # + one id for special tokens
+_STOP_IDS = 4                             # after a bad dedent x in a statement never closed
+NUM_STRUCTURE_IDS = _INDENT_IDS + _DELTA_IDS + _DEPTH_IDS + _STOP_IDS + 1  # + one id for special tokens
 _NONE_ID = NUM_STRUCTURE_IDS - 1
 
 
@@ -73,10 +74,10 @@ def code_structure_ids(token_ids):
 
     # The previous non-blank line of each line: non-blank lines numbered in order (rank), their
     # indent and ':' looked up by rank - 1.
-    rank = tf.cumsum(tf.cast(has_text, tf.int32), axis=1, exclusive=True)
-    by_rank = tf.reshape(tf.where(has_text, rank + rows, num_segments), [-1])
-
-    def previous(values):
+    def previous(values, selected=has_text):
+        """Per line: `values` of the closest earlier `selected` line (0 for none)."""
+        rank = tf.cumsum(tf.cast(selected, tf.int32), axis=1, exclusive=True)
+        by_rank = tf.reshape(tf.where(selected, rank + rows, num_segments), [-1])
         table = tf.math.unsorted_segment_sum(tf.reshape(values, [-1]), by_rank, num_segments + 1)
         table = tf.reshape(table[:num_segments], [batch, time])
         return tf.where(rank > 0, tf.gather(table, tf.maximum(rank - 1, 0), batch_dims=1), 0)
@@ -89,9 +90,34 @@ def code_structure_ids(token_ids):
     delta_id = _INDENT_IDS + delta + (2 * MAX_DELTA + 1) * previous_opens
     opening = tf.cast(tf.reduce_any(tf.equal(token_ids[..., None], [_byte(c) for c in "([{"]), -1), tf.int32)
     closing = tf.cast(tf.reduce_any(tf.equal(token_ids[..., None], [_byte(c) for c in ")]}"]), -1), tf.int32)
-    depth = tf.clip_by_value(tf.cumsum(opening - closing, axis=1), 0, MAX_DEPTH)
-    depth_id = _INDENT_IDS + _DELTA_IDS + depth
-    ids = tf.stack([at_line(indent_id), at_line(delta_id), depth_id], axis=-1)
+    # Python's tokenizer counts brackets without a floor: a stray closer makes the depth negative,
+    # and only depth 0 is outside brackets.
+    raw_depth = tf.cumsum(opening - closing, axis=1)
+    depth_id = _INDENT_IDS + _DELTA_IDS + tf.clip_by_value(raw_depth, 0, MAX_DEPTH)
+
+    # Where Python's tokenizer (which pycodestyle and any Python tool runs first) gives up:
+    # 1. a bracket never closed: from its byte on the depth never returns to 0; the statement it is
+    #    in never ends (its whole first line is marked);
+    later = tf.range(time)[None, :] >= tf.range(time)[:, None]  # [t, s]: s >= t
+    never_zero = tf.reduce_min(tf.where(later[None], tf.abs(raw_depth)[:, None, :], 1), axis=2) > 0
+    unclosed = per_line(tf.cast(never_zero, tf.int32), tf.math.unsorted_segment_max) > 0
+    # 2. a dedent to a width no enclosing block has, at a statement's first line (not a comment,
+    #    not inside brackets): the nearest earlier statement no wider than it must be exactly as
+    #    wide (or, with none, the line must be at 0). That line and all after it go unread.
+    first_text = per_line(tf.where(text, position, time), tf.math.unsorted_segment_min)
+    first_byte = tf.gather(token_ids, tf.minimum(first_text, time - 1), batch_dims=1)
+    start_depth = tf.gather(raw_depth - (opening - closing), tf.minimum(first_text, time - 1), batch_dims=1)
+    statement = has_text & tf.equal(start_depth, 0) & ~tf.equal(first_byte, _byte("#"))
+    lines = tf.range(time)
+    narrower = (statement[:, None, :] & (lines[None, None, :] < lines[None, :, None])
+                & (indent[:, None, :] <= indent[:, :, None]))  # [batch, line, earlier line]
+    nearest = tf.reduce_max(tf.where(narrower, lines[None, None, :], -1), axis=2)
+    matched = tf.where(nearest >= 0, tf.equal(tf.gather(indent, tf.maximum(nearest, 0), batch_dims=1), indent),
+                       tf.equal(indent, 0))
+    bad_dedent = statement & (indent < previous(indent, statement)) & ~matched
+    stopped = tf.cumsum(tf.cast(bad_dedent, tf.int32), axis=1) > 0
+    stop_id = _INDENT_IDS + _DELTA_IDS + _DEPTH_IDS + 2 * tf.cast(stopped, tf.int32) + tf.cast(unclosed, tf.int32)
+    ids = tf.stack([at_line(indent_id), at_line(delta_id), depth_id, at_line(stop_id)], axis=-1)
     return tf.where(real[..., None], ids, _NONE_ID)
 
 
