@@ -6,9 +6,11 @@ import tensorflow as tf
 import tfpref  # noqa: F401
 from tfpref.data.tokenizer import PAD_ID, ByteTokenizer
 from tfpref.models.code_structure import (
-    MAX_DELTA, MAX_INDENT, NUM_STRUCTURE_IDS, CodeStructureEmbedding, code_structure_ids)
+    MAX_DELTA, MAX_DEPTH, MAX_INDENT, NUM_STRUCTURE_IDS, CodeStructureEmbedding, code_structure_ids)
 
 INDENT, DELTA, DEPTH = 0, 2 * (MAX_INDENT + 1), 2 * (MAX_INDENT + 1) + 2 * (2 * MAX_DELTA + 1)
+STOP = DEPTH + MAX_DEPTH + 1
+AFTER_BAD_DEDENT, UNCLOSED = 2, 1
 BLANK, OPENED = MAX_INDENT + 1, 2 * MAX_DELTA + 1
 NONE = NUM_STRUCTURE_IDS - 1
 
@@ -35,15 +37,33 @@ def test_indent_indent_change_and_bracket_depth_by_hand():
         (" " * 40 + "d", INDENT + MAX_INDENT, DELTA + 2 * MAX_DELTA, "0" * 41),
     ]
     text = "".join(line for line, *_ in lines)
-    expected = [[indent, delta, DEPTH + int(depth)]
+    # Python's tokenizer reads all of it: no stop id.
+    expected = [[indent, delta, DEPTH + int(depth), STOP]
                 for line, indent, delta, depths in lines for depth in depths]
     ids = code_structure_ids(encode([text, "x"], len(text) + 3)).numpy()
-    assert ids.shape == (2, len(text) + 3, 3)
+    assert ids.shape == (2, len(text) + 3, 4)
     np.testing.assert_array_equal(ids[0, 1:len(text) + 1], expected)
     # BOS and padding are neither space nor text: they get the reserved id and leave indents alone.
     assert (ids[0, 0] == NONE).all() and (ids[0, len(text) + 1:] == NONE).all()
-    np.testing.assert_array_equal(ids[1, 1], [INDENT, DELTA + MAX_DELTA, DEPTH])
+    np.testing.assert_array_equal(ids[1, 1], [INDENT, DELTA + MAX_DELTA, DEPTH, STOP])
     assert (ids[1, 2:] == NONE).all()
+
+
+def test_where_pythons_tokenizer_gives_up_by_hand():
+    texts = {
+        # "  c" dedents to 2, a width no enclosing block has (only 0 and 4): it and all after it
+        # go unread; "d(" opens a bracket that never closes.
+        "if a:\n    b\n  c\nd(\n e\n": [0, 0, AFTER_BAD_DEDENT, AFTER_BAD_DEDENT + UNCLOSED,
+                                          AFTER_BAD_DEDENT + UNCLOSED],
+        # a comment may sit at any width, and "c" dedents to the 0 of "if a:"
+        "if a:\n    b\n  # note\nc\n": [0, 0, 0, 0],
+        # a stray closer leaves the depth at -1: never back to 0, so the statement never ends
+        "a)\n  b\n": [UNCLOSED, UNCLOSED],
+    }
+    ids = code_structure_ids(encode(list(texts), 32)).numpy()
+    for row, (text, per_line) in enumerate(texts.items()):
+        expected = [STOP + stop for line, stop in zip(text.splitlines(keepends=True), per_line) for _ in line]
+        np.testing.assert_array_equal(ids[row, 1:len(text) + 1, 3], expected, err_msg=repr(text))
 
 
 def test_layer_starts_at_zero_and_round_trips_its_config():
