@@ -62,7 +62,10 @@ def parse_args():
     parser.add_argument("--code_structure", action=argparse.BooleanOptionalAction, default=True,
                         help="Reward model: learned embeddings of each byte's line structure (indent, its "
                              "change, bracket depth) on the backbone's input.")
-    parser.add_argument("--rl_steps", type=int, default=None, help="RL optimizer steps (default 200).")
+    parser.add_argument("--rl_steps", type=int, default=None,
+                        help="RL optimizer steps of 32 sampled completions (default 200). PPO, which reuses "
+                             "each rollout for ppo_epochs passes, takes ppo_epochs times as many, so that "
+                             "every algorithm samples the same number of completions.")
     parser.add_argument("--rl_learning_rate", type=float, default=1e-4, help="RL peak learning rate.")
     parser.add_argument("--target_kl", type=float, default=4.0, help="KL target of the adaptive controller (nats).")
     parser.add_argument("--eval_prompts", type=int, default=None, help="Held-out prompts in evaluation (default 256).")
@@ -100,6 +103,8 @@ def make_preferences_once(args, policy_dir, path):
 
 def rl_config(args, algorithm, policy_dir, reward_dir):
     config = base_config(args, algorithm, algorithm, args.rl_steps)
+    if algorithm == "ppo":  # the same samples as RLOO: each rollout is learnt from ppo_epochs times
+        config.train.train_steps *= config.align.ppo_epochs
     config.data.seq_len = 256
     config.train.init_from = policy_dir
     config.train.learning_rate, config.train.warmup_steps, config.train.weight_decay = args.rl_learning_rate, 10, 0.0
@@ -230,7 +235,8 @@ def main():
     settings = PolicyEvalSettings(num_prompts=args.eval_prompts, scorer="pep8", batch_size=64)
     for algorithm in [a for a in args.algorithms.split(",") if a]:
         config = rl_config(args, algorithm, policy.model_dir, rm.model_dir)
-        log(BENCHMARK, f"{algorithm}: {args.rl_steps} steps against the reward model, target KL {args.target_kl}")
+        log(BENCHMARK, f"{algorithm}: {config.train.train_steps} steps against the reward model, target KL "
+                       f"{args.target_kl}")
         _, seconds = train_once(config)
         completions = rollouts_completions(config)
         metrics = evaluate_run(config.model_dir, policy=settings)["metrics"]
