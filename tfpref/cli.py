@@ -75,7 +75,8 @@ TRAIN_FLAGS = [
                                 "of a per-token score over the completion: suits rewards that are densities of "
                                 "local features, such as PEP 8 violations per byte)."),
     ("align", "code_structure", "reward_model: add learned embeddings of each byte's line structure (the "
-                                "line's indent, its change from the previous line, bracket depth) to the "
+                                "line's indent, its change from the previous line, bracket depth, where "
+                                "Python's tokenizer would give up) to the "
                                 "backbone's input: for preferences about source code."),
     ("align", "reward_model", "reinforce / rloo / ppo: a reward_model run directory whose normalised reward "
                               "is maximised; empty: the reward is minus --scorer's score."),

@@ -4,12 +4,14 @@ A byte-level model sees indentation as a run of space bytes: how wide a line's i
 it compares with the indent of the line before, must be counted by attention, which a small model
 learns slowly from a few thousand labelled texts (code tokenizers have tokens for runs of spaces,
 and Python's own tokenizer emits INDENT and DEDENT, for the same reason). This layer gives every
-byte three learned embeddings, summed:
+byte four learned embeddings, summed:
 
   * its line's indent width (0-31 spaces), separately for whitespace-only lines;
   * the change of that indent from the previous non-blank line (-16..16), and whether that line
     ended with ':' (opened a block);
-  * the bracket depth at the byte (0-7; brackets in strings are counted too).
+  * the bracket depth at the byte (0-7; brackets in strings are counted too);
+  * where Python's tokenizer gives up: at and after a dedent to a width no enclosing block has,
+    and in a statement whose bracket is never closed (pycodestyle, for one, checks neither).
 
 The embeddings start at zero, so a pretrained backbone's states are unchanged until training
 moves them. The features are functions of the whole text (a byte sees its line's indent before
@@ -36,7 +38,7 @@ def _byte(character):
 
 
 def code_structure_ids(token_ids):
-    """[batch, time, 3] int32 ids (indent, indent change, bracket depth) of byte-level `token_ids`
+    """[batch, time, 4] int32 ids (indent, indent change, bracket depth, tokenizer stop) of `token_ids`
     [batch, time]; special tokens (BOS, padding, control tokens) get the reserved id and count as
     neither space nor text."""
     token_ids = tf.convert_to_tensor(token_ids, tf.int32)
