@@ -94,7 +94,8 @@ def code_structure_ids(token_ids):
     closing = tf.cast(tf.reduce_any(tf.equal(token_ids[..., None], [_byte(c) for c in ")]}"]), -1), tf.int32)
     # Python's tokenizer counts brackets without a floor: a stray closer makes the depth negative,
     # and only depth 0 is outside brackets.
-    raw_depth = tf.cumsum(opening - closing, axis=1)
+    bracket_step = opening - closing
+    raw_depth = tf.cumsum(bracket_step, axis=1)
     depth_id = _INDENT_IDS + _DELTA_IDS + tf.clip_by_value(raw_depth, 0, MAX_DEPTH)
 
     # Where Python's tokenizer (which pycodestyle and any Python tool runs first) gives up:
@@ -108,7 +109,7 @@ def code_structure_ids(token_ids):
     #    wide (or, with none, the line must be at 0). That line and all after it go unread.
     first_text = per_line(tf.where(text, position, time), tf.math.unsorted_segment_min)
     first_byte = tf.gather(token_ids, tf.minimum(first_text, time - 1), batch_dims=1)
-    start_depth = tf.gather(raw_depth - (opening - closing), tf.minimum(first_text, time - 1), batch_dims=1)
+    start_depth = tf.gather(raw_depth - bracket_step, tf.minimum(first_text, time - 1), batch_dims=1)
     statement = has_text & tf.equal(start_depth, 0) & ~tf.equal(first_byte, _byte("#"))
     lines = tf.range(time)
     narrower = (statement[:, None, :] & (lines[None, None, :] < lines[None, :, None])
