@@ -10,7 +10,7 @@ from tfpref.config import RunConfig
 from tfpref.errors import UserError
 from tfpref.training.run import train
 
-from helpers import scalar_events, tiny_config, write_tiny_corpus
+from helpers import run_cli_in_process, scalar_events, tiny_config, write_tiny_corpus
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,13 @@ def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp
     np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
     if code_structure:  # the learned structure embeddings are in the checkpoint the reward reads
         assert np.any(reward.objective.structure.embedding.embeddings.numpy())
+    else:  # evaluate.py with its default flags (which sample language models) reports the accuracy
+        from tfpref.cli import evaluate_main
+
+        finished = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "rm")])
+        assert finished.returncode == 0, finished.stderr
+        with open(tmp_path / "rm" / "eval" / "metrics.json", encoding="utf-8") as f:
+            assert json.load(f)["metrics"]["accuracy"] >= 0.9
 
 
 SIMULATED_RANKING = {"annotator_rewards": [0.0, -0.02, -0.01], "annotator_temperature": 0.01}
@@ -109,7 +116,8 @@ RANKING_CEILING = float(np.mean(1 / (1 + np.exp(-np.array([1.0, 2.0, 1.0])))))
 
 @pytest.mark.parametrize("records, loss, expected", [
     ([{"prompt": f"p{i}", "completions": ["ok", "xx", "x"], "ranking": [1, 3, 2], **SIMULATED_RANKING}
-      for i in range(40)], "plackett_luce", {"accuracy_ceiling": RANKING_CEILING}),
+      for i in range(40)], "plackett_luce", {"accuracy_ceiling": RANKING_CEILING, "expected_accuracy": None,
+                                             "expected_accuracy_vs_ceiling": None}),
     ([{"prompt": f"p{i}", "completion": "y" + "x" * (i % 4), "rating": [4 - i % 4, 3.5]} for i in range(40)],
      "regression", {"correlation": None}),
     ([{"prompt": f"p{i}", "completion": "y" + "x" * (i % 4), "clicks": i % 4, "impressions": 8} for i in range(40)],

@@ -66,7 +66,8 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     `sampling` (a SamplingSettings) also samples completions of prompts for language-model runs:
     samples.jsonl plus diversity and, where references exist, BLEU/ROUGE-L in the metrics.
     Runs that fine-tune a policy (DPO, RL) are compared with their reference policy instead
-    (`policy`, a PolicyEvalSettings; tfpref.evaluation.policy), and never sampled otherwise.
+    (`policy`, a PolicyEvalSettings; tfpref.evaluation.policy), and never sampled otherwise;
+    reward models are not sampled either.
     """
     sampling = sampling if sampling is not None and sampling.num_samples > 0 else None
     if sampling is not None:
@@ -75,8 +76,8 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     if misalignment is not None:
         misalignment.validate()
     config, model, objective, checkpoint = load_run(model_dir)
-    if objective.fine_tunes_policy:
-        sampling = misalignment = None
+    if objective.fine_tunes_policy or objective.reward_head is not None:
+        sampling = misalignment = None  # a reward model does not generate; a policy has its own report
     data = load_eval_data(config, split, misalignment.scorer if misalignment is not None else None)
     if (data is None or data.num_examples == 0) and not objective.fine_tunes_policy:
         raise UserError(f"--split {split}: no {split} examples in {config.data.data}")
