@@ -9,8 +9,8 @@ from tfpref.objectives.dpo import dpo_losses
 from tfpref.objectives.kl import KLController, kl_estimates
 from tfpref.objectives.policy_gradient import (gae, leave_one_out_baselines, ppo_policy_losses,
                                                reinforce_losses, value_losses)
-from tfpref.objectives.reward_model import (all_pairs_losses, bradley_terry_losses, pairwise_correct,
-                                            plackett_luce_losses)
+from tfpref.objectives.reward_model import (all_pairs_losses, bradley_terry_losses, ceiling_sums,
+                                            expected_accuracy_sums, pairwise_correct, plackett_luce_losses)
 
 REWARDS = np.array([[1.5, 0.2, -0.7, 0.0], [0.1, 0.9, 0.3, 2.0]], np.float32)  # best first
 VALID = np.array([[True, True, True, False], [True, True, True, True]])
@@ -51,6 +51,27 @@ def test_all_pairs_and_pairwise_accuracy():
     right, pairs = pairwise_correct(tf.constant(REWARDS), tf.constant(VALID))
     np.testing.assert_array_equal(right.numpy(), expected_right)
     np.testing.assert_array_equal(pairs.numpy(), expected_pairs)
+
+
+def test_expected_accuracy_and_ceiling_against_the_annotators_probabilities():
+    # Pairs: P(annotator prefers the chosen one); unknown (NaN) pairs are left out, a tie counts 1/2.
+    rewards = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [2.0, 1.0]], np.float32)
+    p = np.array([0.9, 0.7, 0.6, np.nan], np.float32)
+    total, count = expected_accuracy_sums(tf.constant(rewards), tf.constant(p))
+    assert count.numpy() == 3 and total.numpy() == pytest.approx(0.9 + 0.3 + 0.5)
+    best, count = ceiling_sums(tf.constant(p))
+    assert count.numpy() == 3 and best.numpy() == pytest.approx(0.9 + 0.7 + 0.6)
+    # Rankings: p[n, i, j] = P(annotator prefers row i to row j), over the valid pairs i < j.
+    p = np.random.default_rng(0).uniform(size=(2, 4, 4)).astype(np.float32)
+    p[1, 0, 2] = np.nan
+    expected, pairs = 0.0, 0
+    for row, valid, probabilities in zip(REWARDS, VALID, p):
+        for i, j in itertools.combinations(np.flatnonzero(valid), 2):
+            if not np.isnan(probabilities[i, j]):
+                pairs += 1
+                expected += probabilities[i, j] if row[i] > row[j] else 1 - probabilities[i, j]
+    total, count = expected_accuracy_sums(tf.constant(REWARDS), tf.constant(p), tf.constant(VALID))
+    assert count.numpy() == pairs == 8 and total.numpy() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("ipo", [False, True])

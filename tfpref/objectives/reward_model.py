@@ -60,16 +60,37 @@ def all_pairs_losses(rewards, valid):
     return tf.reduce_sum(pair_losses * both, [1, 2]) / tf.maximum(tf.reduce_sum(both, [1, 2]), 1.0)
 
 
+def _known_pairs(annotator_p, valid=None):
+    """Where the annotator's probability is known: [n] for pairs, [n, k, k] for rankings (best-first
+    rows i < j; `valid` [n, k] marks real completions)."""
+    known = tf.math.is_finite(annotator_p)
+    return known if valid is None else known & tf.cast(valid_pairs(valid), tf.bool)
+
+
 def ceiling_sums(annotator_p, valid=None):
     """(sum of max(p, 1 - p), count) over the pairs whose annotator probability is known: the
     expected accuracy of a perfect reward model. `annotator_p` is [n] for pairs, or [n, k, k]
     for rankings (best-first rows i < j; `valid` [n, k] marks real completions)."""
-    if valid is not None:
-        known = tf.cast(valid_pairs(valid), tf.bool) & tf.math.is_finite(annotator_p)
-    else:
-        known = tf.math.is_finite(annotator_p)
+    known = _known_pairs(annotator_p, valid)
     best = tf.where(known, tf.maximum(annotator_p, 1 - annotator_p), 0.0)
     return tf.reduce_sum(best), tf.reduce_sum(tf.cast(known, tf.float32))
+
+
+def expected_accuracy_sums(rewards, annotator_p, valid=None):
+    """(sum, count) of the probability that the annotator agrees with the reward model, over the
+    pairs whose annotator probability is known (shapes as in `ceiling_sums`; `rewards` [n, 2] for
+    pairs, [n, k] best first for rankings; a tie counts one half).
+
+    Its mean is the accuracy the model is expected to score against the annotator's labels,
+    without the noise of the one label drawn per pair: the figure to set against the ceiling,
+    which is an expectation too."""
+    known = _known_pairs(annotator_p, valid)
+    if valid is None:
+        difference = rewards[:, 0] - rewards[:, 1]
+    else:
+        difference = rewards[:, :, None] - rewards[:, None, :]
+    agree = tf.where(difference > 0, annotator_p, tf.where(difference < 0, 1 - annotator_p, 0.5))
+    return tf.reduce_sum(tf.where(known, agree, 0.0)), tf.reduce_sum(tf.cast(known, tf.float32))
 
 
 def pairwise_correct(rewards, valid):
@@ -178,11 +199,14 @@ class RewardModelObjective(Objective):
             margin = batch["margin"] + self.config.align.margin
             losses = bradley_terry_losses(rewards[:, 0], rewards[:, 1], margin)
             metrics["accuracy_ceiling"] = ceiling_sums(batch["annotator_p"])
+            metrics["expected_accuracy"] = expected_accuracy_sums(rewards, batch["annotator_p"])
         elif self.loss in RANKING_LOSSES:
             ranking_losses = plackett_luce_losses if self.loss == "plackett_luce" else all_pairs_losses
             losses = ranking_losses(rewards, valid)
             p = batch["annotator_p"]  # [n, k, k] on ranking data, [n] on pairwise data
-            metrics["accuracy_ceiling"] = ceiling_sums(p, valid if p.shape.rank == 3 else None)
+            pair_valid = valid if p.shape.rank == 3 else None
+            metrics["accuracy_ceiling"] = ceiling_sums(p, pair_valid)
+            metrics["expected_accuracy"] = expected_accuracy_sums(rewards, p, pair_valid)
         else:
             r, target = rewards[:, 0], batch["target"]
             if self.loss == "regression":
@@ -207,8 +231,10 @@ class RewardModelObjective(Objective):
             cov = m["moment_rt"] - m["moment_r"] * m["moment_t"]
             var = (m["moment_rr"] - m["moment_r"] ** 2) * (m["moment_tt"] - m["moment_t"] ** 2)
             out["correlation"] = float(cov / np.sqrt(var)) if var > 0 else 0.0
-        if "accuracy" in out and out.get("accuracy_ceiling"):
-            out["accuracy_vs_ceiling"] = out["accuracy"] / out["accuracy_ceiling"]
+        if out.get("accuracy_ceiling"):
+            for name in ("accuracy", "expected_accuracy"):
+                if name in out:
+                    out[f"{name}_vs_ceiling"] = out[name] / out["accuracy_ceiling"]
         return out
 
     def finish(self, trainer):
