@@ -32,7 +32,7 @@ def test_frozen_backbone_classifier_trains_only_its_head(tmp_path):
     labeled = write_labeled(tmp_path / "labeled.jsonl")
     tuned = run_cli_in_process(train_main, [
         "--data", labeled, "--objective", "classify", "--init_from", str(tmp_path / "lm"), "--freeze_backbone",
-        "--train_steps", "60", "--batch_size", "16", "--seq_len", "32", "--learning_rate", "3e-2",
+        "--train_steps", "60", "--batch_size", "16", "--seq_len", "32", "--learning_rate", "3e-2", "--dropout", "0.1",
         "--eval_every", "30", "--no_progress", "--no-export", "--model_dir", str(tmp_path / "classifier")])
     assert tuned.returncode == 0, tuned.stderr
     assert "Initialising from" in tuned.stdout
@@ -49,5 +49,6 @@ def test_frozen_backbone_classifier_trains_only_its_head(tmp_path):
     config = json.load(open(tmp_path / "classifier" / "config.json"))
     assert config["classes"] == ["spaced", "tight"]
     assert config["model"]["d_model"] == 32  # the architecture came from --init_from
+    assert config["model"]["dropout"] == 0.1  # but the dropout from the flag
     result = json.load(open(tmp_path / "classifier" / "train_result.json"))
     assert result["validation_accuracy"] > 0.9

@@ -51,7 +51,7 @@ TRAIN_FLAGS = [
     ("train", "shuffle_rate", "denoising: fraction of the source in spans shuffled in place."),
     ("train", "span_length", "denoising: tokens per corrupted span."),
     ("train", "init_from", "Start from the latest checkpoint of this run directory (its model "
-                           "architecture is used)."),
+                           "architecture is used; --dropout still applies)."),
     ("train", "freeze_backbone", "Train only the objective's head; the language model stays fixed."),
     ("feedback", "scorer", "Misalignment scorer for the feedback objectives, evaluate.py, and the RL reward "
                            "(minus the score) when no --reward_model is given: pep8 "

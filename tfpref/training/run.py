@@ -52,13 +52,16 @@ def set_precision_policy(mixed_precision):
 
 
 def adopt_init_from(config):
-    """--init_from: the new run uses the source run's model architecture."""
+    """--init_from: the new run uses the source run's model architecture. Dropout is not part of
+    it (no weight depends on it): the new run's --dropout applies."""
     source_dir = config.train.init_from
     if not source_dir:
         return
     if not os.path.exists(config_path(source_dir)):
         raise UserError(f"--init_from {source_dir}: not a run directory (no config.json)")
+    dropout = config.model.dropout
     config.model = RunConfig.load(config_path(source_dir)).model
+    config.model.dropout = dropout
 
 
 def load_token_data(config, wanted=("train", "validation"), show_progress=True):
