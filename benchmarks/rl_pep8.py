@@ -6,9 +6,9 @@ Steps (each run directory under --results_dir is reused when it already holds a 
      completions of prompts cut from held-out stdlib functions, ranked by a simulated annotator
      (Plackett-Luce; Bradley-Terry for pairs) on -(PEP 8 violations per byte) at
      --annotator_temperature; its noise ceiling is the best pairwise accuracy a reward model can get;
-  3. reward_model: a reward model initialised from the policy (Plackett-Luce loss on rankings,
-     Bradley-Terry on pairs); pairwise accuracy on held-out prompts against the ceiling (target:
-     >= 95% of it);
+  3. reward_model: a reward model (--rm_model: a convolutional encoder from scratch, or a
+     transformer initialised from the policy; Plackett-Luce loss on rankings, Bradley-Terry on
+     pairs); pairwise accuracy on held-out prompts against the ceiling (target: >= 95% of it);
   4. RL (--algorithms, RLOO and PPO by default) from the policy against the reward model, with the
      adaptive KL controller aiming at --target_kl; evaluated on held-out prompts against the
      policy: reward (target: up by >= 1 reward std of the reference's completions, with the KL
@@ -18,7 +18,7 @@ Steps (each run directory under --results_dir is reused when it already holds a 
 Writes results.md (the table), reward_vs_kl.png (reward against KL over training), JSON lines
 on stdout.
 
-    python benchmarks/rl_pep8.py              # about 35 minutes on 2 cores
+    python benchmarks/rl_pep8.py              # about 30 minutes on 2 cores
     python benchmarks/rl_pep8.py --quick      # a few minutes: tiny models, small data
 """
 import tfpref  # noqa: F401  (first: silences TensorFlow's CUDA-probe noise on import)
@@ -48,15 +48,19 @@ def parse_args():
     parser.add_argument("--algorithms", default="rloo,ppo", help="Comma-separated RL objectives to run.")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="Policy pretraining steps (default 1000).")
     parser.add_argument("--num_completions", type=int, default=None,
-                        help="Completions sampled for the preference data (default 12000).")
+                        help="Completions sampled for the preference data (default 48000).")
     parser.add_argument("--completions_per_prompt", type=int, default=4,
                         help="Completions the annotator ranks together (2: pairs). More gives more "
                              "comparisons per sample and per reward model forward pass.")
     parser.add_argument("--annotator_temperature", type=float, default=0.01,
                         help="Simulated annotator's Bradley-Terry temperature, in violations per byte.")
+    parser.add_argument("--rm_model", default="conv", choices=["conv", "transformer"],
+                        help="Reward model: conv, a 6-layer convolutional encoder (width 48) from scratch, "
+                             "or transformer, initialised from the policy (more compute per comparison, and "
+                             "it overfits sooner).")
     parser.add_argument("--rm_steps", type=int, default=None,
-                        help="Reward model steps of 128 completions (default 300: about 3 epochs; more "
-                             "overfits).")
+                        help="Reward model steps of 128 completions (default: about 5 epochs of the "
+                             "training rankings for conv, 300 for transformer).")
     parser.add_argument("--reward_pooling", default="mean",
                         help="Reward model pooling: mean suits the hidden reward, a density of violations.")
     parser.add_argument("--code_structure", action=argparse.BooleanOptionalAction, default=True,
@@ -193,7 +197,7 @@ def reward_kl_curves(run_dirs, path, target_kl):
 
 def main():
     args = parse_args()
-    quick = (150, 800, 50, 30, 64, 32) if args.quick else (1000, 12000, 300, 200, 256, 64)
+    quick = (150, 800, 50, 30, 64, 32) if args.quick else (1000, 48000, None, 200, 256, 64)
     for name, value in zip(("pretrain_steps", "num_completions", "rm_steps", "rl_steps", "eval_prompts",
                             "max_new_tokens"), quick):
         if getattr(args, name, None) is None:
@@ -213,18 +217,26 @@ def main():
     preferences = make_preferences_once(args, policy.model_dir, preferences_path)
     ceiling = preferences.split("validation").noise_ceiling()
 
-    rm = base_config(args, "reward_model", "reward_model", args.rm_steps)
-    rm.data.data, rm.data.seq_len, rm.train.init_from = preferences_path, 160, policy.model_dir
     # 128 completions a step whatever the group size: 32 rankings of 4, 64 pairs.
-    rm.train.learning_rate, rm.train.warmup_steps = 3e-4, 50
-    rm.train.batch_size = max(1, 128 // args.completions_per_prompt)
+    rm_batch = max(1, 128 // args.completions_per_prompt)
+    if args.rm_steps is None:
+        training_items = len(preferences.split("train").items)
+        args.rm_steps = 300 if args.rm_model == "transformer" else max(1, round(5 * training_items / rm_batch))
+    rm = base_config(args, "reward_model", "reward_model", args.rm_steps)
+    rm.data.data, rm.data.seq_len, rm.train.batch_size = preferences_path, 160, rm_batch
+    if args.rm_model == "transformer":
+        rm.train.init_from, rm.train.learning_rate, rm.train.warmup_steps = policy.model_dir, 3e-4, 50
+    else:  # from scratch: small, and a higher learning rate
+        rm.model.model, rm.model.d_model, rm.model.num_layers, rm.model.dropout = "conv", 48, 6, 0.1
+        rm.train.learning_rate, rm.train.warmup_steps = 2e-3, 50
     rm.align.reward_pooling, rm.align.code_structure = args.reward_pooling, args.code_structure
     comparisons = len(preferences.comparisons())
     log(BENCHMARK, f"reward model: {args.rm_steps} steps on {len(preferences.items)} {preferences.kind} "
                    f"records ({comparisons} comparisons)")
     _, rm_seconds = train_once(rm)
     rm_metrics = evaluate_run(rm.model_dir, batch_size=64)["metrics"]
-    rm_row = {"benchmark": BENCHMARK, "stage": "reward model", "rm_accuracy": rm_metrics["accuracy"],
+    rm_row = {"benchmark": BENCHMARK, "stage": "reward model", "rm_model": args.rm_model,
+              "rm_accuracy": rm_metrics["accuracy"],
               "rm_ceiling": rm_metrics.get("accuracy_ceiling", ceiling), "seconds": rm_seconds,
               "records": len(preferences.items), "completions_per_prompt": args.completions_per_prompt,
               "comparisons": comparisons}

@@ -57,6 +57,27 @@ def test_model_round_trips_through_keras_serialization(kind, tmp_path):
     np.testing.assert_allclose(keras.saving.load_model(tmp_path / "m.keras")(tokens), model(tokens), atol=1e-6)
 
 
+def test_conv_encoder_sees_both_sides_within_its_window_and_ignores_padding():
+    model, tokens = tiny_model("conv", dropout=0.1), random_tokens(length=40).numpy()
+    states = model.hidden_states(tokens)
+    assert states.shape == (2, 40, 32)
+    changed = tokens.copy()
+    changed[:, 20] = 20
+    moved = np.abs(model.hidden_states(changed) - states).max(axis=(0, 2))
+    # Two layers of five-byte kernels, dilations 1 and 2: a byte reaches 6 positions either side.
+    assert np.all(moved[14:27] > 0) and np.all(moved[:14] == 0) and np.all(moved[27:] == 0)
+    mask = np.ones_like(tokens, dtype=bool)
+    mask[:, 30:] = False
+    padded = tokens.copy()
+    padded[:, 30:] = 0
+    np.testing.assert_allclose(model.hidden_states(tokens, mask)[:, :30],
+                               model.hidden_states(padded, mask)[:, :30], atol=1e-5)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert restored.get_config() == model.get_config()
+    restored.set_weights(model.get_weights())
+    np.testing.assert_allclose(restored.hidden_states(tokens), states, atol=1e-6)
+
+
 @pytest.mark.parametrize("layer", [
     CausalSelfAttention(32, 4, dropout=0.1, seed=3),
     TransformerBlock(32, 4, 64, dropout=0.1, num_layers=2, seed=5),

@@ -109,6 +109,33 @@ def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp
             assert json.load(f)["metrics"]["accuracy"] >= 0.9
 
 
+def test_a_conv_reward_model_learns_pairs_from_scratch_and_serves_them(tmp_path):
+    pairs = synthetic_pairs(tmp_path / "pairs.jsonl")
+    config = tiny_config(tmp_path / "rm", pairs, objective="reward_model", model="conv", train_steps=30,
+                         learning_rate=1e-2, code_structure=True, reward_pooling="mean")
+    config.runtime.export = True
+    result = train(config, show_progress=False)
+    assert result["validation_accuracy"] >= 0.9, result
+
+    from tfpref.rewards import RewardModelReward
+
+    reward = RewardModelReward(str(tmp_path / "rm"))
+    prompts = ["def f(value):\n"] * 2
+    completions = ["    return value + 1\n", "xxxxreturn value + 1\n"]
+    library = reward(prompts, completions)
+    assert library[0] > library[1]
+    served = tf.saved_model.load(result["export"]).signatures["reward"](
+        prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
+    np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
+
+
+def test_the_conv_encoder_is_refused_for_language_model_objectives():
+    config = tiny_config("unused", "stdlib", objective="mle", model="conv")
+    with pytest.raises(UserError, match="--model conv is a bidirectional encoder for reward models; "
+                                        "--objective mle needs a language model"):
+        config.validate()
+
+
 SIMULATED_RANKING = {"annotator_rewards": [0.0, -0.02, -0.01], "annotator_temperature": 0.01}
 # Its best-first pairs are 1, 2 and 1 temperatures apart: the ceiling is the mean of max(p, 1 - p).
 RANKING_CEILING = float(np.mean(1 / (1 + np.exp(-np.array([1.0, 2.0, 1.0])))))

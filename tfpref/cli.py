@@ -20,9 +20,10 @@ TRAIN_FLAGS = [
     ("data", "label_field", "JSONL field that holds the class label (--objective=classify)."),
     ("data", "seq_len", "Tokens (bytes) per training example."),
     ("data", "max_chunk_chars", "Longest chunk (segment) when cutting documents at top-level def/class."),
-    ("model", "model", "Architecture: transformer or lstm."),
+    ("model", "model", "Architecture: transformer or lstm (language models), or conv (a bidirectional "
+                       "convolutional encoder for --objective reward_model)."),
     ("model", "d_model", "Width of embeddings and hidden states."),
-    ("model", "num_layers", "Transformer blocks, or stacked LSTM layers."),
+    ("model", "num_layers", "Transformer blocks, stacked LSTM layers, or convolution layers."),
     ("model", "num_heads", "Attention heads."),
     ("model", "ff_dim", "Feed-forward width of a transformer block."),
     ("model", "dropout", "Dropout rate on attention weights, residual branches and embeddings."),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from tfpref.errors import UserError
 
-MODELS = ("transformer", "lstm")
+MODELS = ("transformer", "lstm", "conv")  # conv: a bidirectional encoder, for reward models only
 STRATEGIES = ("default", "mirrored", "multi_worker")
 MIXED_PRECISION = ("no", "auto", "bf16", "fp16")
 # The transformer's attention is quadratic in length; beyond this a CPU run is impractical and the
@@ -216,6 +216,9 @@ class RunConfig:
         from tfpref.objectives import OBJECTIVES
 
         OBJECTIVES[self.train.objective].check_config(self)
+        if self.model.model == "conv" and self.train.objective != "reward_model":
+            raise UserError(f"--model conv is a bidirectional encoder for reward models; --objective "
+                            f"{self.train.objective} needs a language model (transformer or lstm)")
         if self.model.model == "transformer" and self.data.seq_len > MAX_TRANSFORMER_SEQ_LEN:
             raise UserError(f"--seq_len {self.data.seq_len} is above the transformer's maximum of "
                             f"{MAX_TRANSFORMER_SEQ_LEN} positions")
