@@ -127,6 +127,9 @@ def test_a_conv_reward_model_learns_pairs_from_scratch_and_serves_them(tmp_path)
     served = tf.saved_model.load(result["export"]).signatures["reward"](
         prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
     np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
+    from tfpref.evaluation.run import evaluate_run
+
+    assert evaluate_run(str(tmp_path / "rm"))["metrics"]["accuracy"] >= 0.9
 
 
 def test_the_conv_encoder_is_refused_for_language_model_objectives():
