@@ -48,7 +48,7 @@ def parse_args():
     parser.add_argument("--algorithms", default="rloo,ppo", help="Comma-separated RL objectives to run.")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="Policy pretraining steps (default 1000).")
     parser.add_argument("--num_completions", type=int, default=None,
-                        help="Completions sampled for the preference data (default 48000).")
+                        help="Completions sampled for the preference data (default 96000).")
     parser.add_argument("--completions_per_prompt", type=int, default=4,
                         help="Completions the annotator ranks together (2: pairs). More gives more "
                              "comparisons per sample and per reward model forward pass.")
@@ -197,7 +197,7 @@ def reward_kl_curves(run_dirs, path, target_kl):
 
 def main():
     args = parse_args()
-    quick = (150, 800, 50, 30, 64, 32) if args.quick else (1000, 48000, None, 200, 256, 64)
+    quick = (150, 800, 50, 30, 64, 32) if args.quick else (1000, 96000, None, 200, 256, 64)
     for name, value in zip(("pretrain_steps", "num_completions", "rm_steps", "rl_steps", "eval_prompts",
                             "max_new_tokens"), quick):
         if getattr(args, name, None) is None:
