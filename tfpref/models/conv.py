@@ -3,9 +3,10 @@
 Not a language model (each state sees bytes on both sides), so only --objective reward_model takes
 it. Its bias is locality: every state reads a window of 1 + (kernel - 1) * sum(dilations) bytes
 (29 with the default five-byte kernel and six layers), which is where style rules such as PEP 8's
-live. From scratch it matches a pretrained transformer reward model at a third of the parameters
-and less than half the time, and it keeps improving with more comparisons where the transformer
-overfits (README, "Learning from preferences").
+live. On the PEP 8 benchmark, from scratch and at 48 wide, it matches a reward model initialised
+from the pretrained 128-wide transformer policy with an eighth of its parameters and of its time
+per step, and it keeps improving with more comparisons where the transformer gains little (README,
+"Learning from preferences").
 """
 import keras
 import tensorflow as tf
