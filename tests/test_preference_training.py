@@ -74,6 +74,22 @@ def test_rl_raises_the_reward_of_a_toy_task(tmp_path, pretrained, objective):
         assert os.path.exists(tmp_path / objective / "eval" / "policy_samples.jsonl")
 
 
+def check_reward_prefers_plain_code_and_serves_it_alike(run_dir, export_dir):
+    """The RewardModelReward of a run trained on `synthetic_pairs`; asserts it ranks plain code
+    first and that the exported `reward` signature gives the same rewards."""
+    from tfpref.rewards import RewardModelReward
+
+    reward = RewardModelReward(run_dir)
+    prompts = ["def f(value):\n"] * 2
+    completions = ["    return value + 1\n", "xxxxreturn value + 1\n"]
+    library = reward(prompts, completions)
+    assert library[0] > library[1]
+    served = tf.saved_model.load(export_dir).signatures["reward"](
+        prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
+    np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
+    return reward
+
+
 @pytest.mark.parametrize("code_structure", [False, True])
 def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp_path, pretrained, code_structure):
     _, policy = pretrained
@@ -88,16 +104,7 @@ def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp
         normalization = json.load(f)
     assert normalization["std"] > 0
 
-    from tfpref.rewards import RewardModelReward
-
-    reward = RewardModelReward(str(tmp_path / "rm"))
-    prompts = ["def f(value):\n"] * 2
-    completions = ["    return value + 1\n", "xxxxreturn value + 1\n"]
-    library = reward(prompts, completions)
-    assert library[0] > library[1]
-    served = tf.saved_model.load(result["export"]).signatures["reward"](
-        prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
-    np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
+    reward = check_reward_prefers_plain_code_and_serves_it_alike(str(tmp_path / "rm"), result["export"])
     if code_structure:  # the learned structure embeddings are in the checkpoint the reward reads
         assert np.any(reward.objective.structure.embedding.embeddings.numpy())
     else:  # evaluate.py with its default flags (which sample language models) reports the accuracy
@@ -117,17 +124,8 @@ def test_a_conv_reward_model_learns_pairs_from_scratch_and_serves_them(tmp_path)
     result = train(config, show_progress=False)
     assert result["validation_accuracy"] >= 0.9, result
 
-    from tfpref.rewards import RewardModelReward
-
-    reward = RewardModelReward(str(tmp_path / "rm"))
-    prompts = ["def f(value):\n"] * 2
-    completions = ["    return value + 1\n", "xxxxreturn value + 1\n"]
-    library = reward(prompts, completions)
-    assert library[0] > library[1]
-    served = tf.saved_model.load(result["export"]).signatures["reward"](
-        prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
-    np.testing.assert_allclose(served, library, rtol=1e-4, atol=1e-4)
-    from tfpref.evaluation.run import evaluate_run
+    check_reward_prefers_plain_code_and_serves_it_alike(str(tmp_path / "rm"), result["export"])
+    from tfpref.evaluation.run import evaluate_run  # what evaluate.py --model_dir reports
 
     assert evaluate_run(str(tmp_path / "rm"))["metrics"]["accuracy"] >= 0.9
 
