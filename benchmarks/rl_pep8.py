@@ -96,7 +96,7 @@ def make_preferences_once(args, policy_dir, path):
         k = args.completions_per_prompt
         log(BENCHMARK, f"sampling {args.num_completions} completions, ranked {k} at a time")
         # 256 completions per sampler call (make's default is 64): fewer, fuller calls. The default
-        # 12000 completions take 4 to 6.5 minutes on 2 cores, pairs or rankings of 4 alike (both
+        # 96000 completions take about 16 minutes on 2 cores, pairs or rankings of 4 alike (both
         # keep ~94% of their groups: the rest hold an empty or duplicate completion).
         records = make_preferences(policy_dir, args.num_completions // k, "pep8", args.annotator_temperature,
                                    max_new_tokens=args.max_new_tokens, batch_size=256 // k * k,
