@@ -18,7 +18,7 @@ Steps (each run directory under --results_dir is reused when it already holds a 
 Writes results.md (the table), reward_vs_kl.png (reward against KL over training), JSON lines
 on stdout.
 
-    python benchmarks/rl_pep8.py              # about 30 minutes on 2 cores
+    python benchmarks/rl_pep8.py              # about 35 minutes on 2 cores
     python benchmarks/rl_pep8.py --quick      # a few minutes: tiny models, small data
 """
 import tfpref  # noqa: F401  (first: silences TensorFlow's CUDA-probe noise on import)
