@@ -1,4 +1,5 @@
-"""Language models and heads. `build_model(config)` makes the model a ModelConfig names."""
+"""Language models, the conv reward-model encoder and heads. `build_model(config)` makes the model a
+ModelConfig names."""
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.tokenizer import VOCAB_SIZE
 from tfpref.models.conv import ConvEncoder
