@@ -18,7 +18,7 @@ Steps (each run directory under --results_dir is reused when it already holds a 
 Writes results.md (the table), reward_vs_kl.png (reward against KL over training), JSON lines
 on stdout.
 
-    python benchmarks/rl_pep8.py              # about 35 minutes on 2 cores
+    python benchmarks/rl_pep8.py              # about an hour on 2 cores
     python benchmarks/rl_pep8.py --quick      # a few minutes: tiny models, small data
 """
 import tfpref  # noqa: F401  (first: silences TensorFlow's CUDA-probe noise on import)
@@ -48,7 +48,7 @@ def parse_args():
     parser.add_argument("--algorithms", default="rloo,ppo", help="Comma-separated RL objectives to run.")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="Policy pretraining steps (default 1000).")
     parser.add_argument("--num_completions", type=int, default=None,
-                        help="Completions sampled for the preference data (default 96000).")
+                        help="Completions sampled for the preference data (default 192000).")
     parser.add_argument("--completions_per_prompt", type=int, default=4,
                         help="Completions the annotator ranks together (2: pairs). More gives more "
                              "comparisons per sample and per reward model forward pass.")
@@ -96,7 +96,7 @@ def make_preferences_once(args, policy_dir, path):
         k = args.completions_per_prompt
         log(BENCHMARK, f"sampling {args.num_completions} completions, ranked {k} at a time")
         # 256 completions per sampler call (make's default is 64): fewer, fuller calls. The default
-        # 96000 completions take about 16 minutes on 2 cores, pairs or rankings of 4 alike (both
+        # 192000 completions take about 32 minutes on 2 cores, pairs or rankings of 4 alike (both
         # keep ~94% of their groups: the rest hold an empty or duplicate completion).
         records = make_preferences(policy_dir, args.num_completions // k, "pep8", args.annotator_temperature,
                                    max_new_tokens=args.max_new_tokens, batch_size=256 // k * k,
@@ -197,7 +197,7 @@ def reward_kl_curves(run_dirs, path, target_kl):
 
 def main():
     args = parse_args()
-    quick = (150, 800, 50, 30, 64, 32) if args.quick else (1000, 96000, None, 200, 256, 64)
+    quick = (150, 800, 50, 30, 64, 32) if args.quick else (1000, 192000, None, 200, 256, 64)
     for name, value in zip(("pretrain_steps", "num_completions", "rm_steps", "rl_steps", "eval_prompts",
                             "max_new_tokens"), quick):
         if getattr(args, name, None) is None:
