@@ -71,7 +71,13 @@ def test_rl_raises_the_reward_of_a_toy_task(tmp_path, pretrained, objective):
         metrics = report["metrics"]
         assert metrics["win_rate"] > 0.8 and metrics["score_reward"] > metrics["reference_score_reward"] + 3
         assert metrics["kl_to_reference"] > 0 and "nll_drift" in metrics
-        assert os.path.exists(tmp_path / objective / "eval" / "policy_samples.jsonl")
+        with open(tmp_path / objective / "eval" / "policy_samples.jsonl", encoding="utf-8") as f:
+            samples = [json.loads(line) for line in f]
+        policy_scores = np.array([s["score_reward"] for s in samples])
+        reference_scores = np.array([s["reference_score_reward"] for s in samples])
+        gain = policy_scores.mean() - reference_scores.mean()
+        assert metrics["score_reward_gain"] == pytest.approx(gain, rel=1e-5)
+        assert metrics["score_reward_gain_in_std"] == pytest.approx(gain / reference_scores.std(), rel=1e-5)
 
 
 def check_reward_prefers_plain_code_and_serves_it_alike(run_dir, export_dir):

@@ -3,6 +3,11 @@
 Both policies complete the same held-out prompts with the same seeds. Reported:
   * reward and reference_reward: mean reward of their completions under the reward model (the
     run's --reward_model, or evaluate.py's) and/or minus the scorer's score (score_* metrics);
+  * {reward}_gain: policy minus reference mean reward. A reward model's rewards are normalised to
+    std 1 over its training completions (samples of the reference policy), so for `reward` this is
+    the gain in the reference policy's reward standard deviations, measured on that large sample;
+  * {reward}_gain_in_std: the same gain over the std of the reference's rewards on these prompts
+    (the only yardstick a scorer has; with few prompts it moves with a handful of outliers);
   * win_rate: the fraction of prompts where the policy's completion earns more reward than the
     reference's (ties count one half);
   * kl_to_reference: the mean over policy samples of sum_t log pi - log pi_ref (nats per completion);
@@ -115,6 +120,7 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
         p, r = np.array(policy[name]), np.array(ref[name])
         metrics[name] = float(p.mean())
         metrics[f"reference_{name}"] = float(r.mean())
+        metrics[f"{name}_gain"] = float(p.mean() - r.mean())
         metrics[f"{name}_gain_in_std"] = float((p.mean() - r.mean()) / (r.std() + 1e-8))
         metrics["win_rate" if name == "reward" or len(rewards) == 1 else f"win_rate_{name}"] = _win_rate(p, r)
     metrics.update(_nll_drift(source, model, reference, settings))
