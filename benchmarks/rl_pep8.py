@@ -20,7 +20,7 @@ Steps (each run directory under --results_dir is reused when it already holds a 
 Writes results.md (the table), reward_vs_kl.png (reward against KL over training), JSON lines
 on stdout.
 
-    python benchmarks/rl_pep8.py              # about an hour on 2 cores
+    python benchmarks/rl_pep8.py              # about 70 minutes on 2 cores
     python benchmarks/rl_pep8.py --quick      # a few minutes: tiny models, small data
 """
 import tfpref  # noqa: F401  (first: silences TensorFlow's CUDA-probe noise on import)
@@ -100,7 +100,7 @@ def make_preferences_once(args, policy_dir, path):
         k = args.completions_per_prompt
         log(BENCHMARK, f"sampling {args.num_completions} completions, ranked {k} at a time")
         # 256 completions per sampler call (make's default is 64): fewer, fuller calls. The default
-        # 192000 completions take about 32 minutes on 2 cores, pairs or rankings of 4 alike (both
+        # 192000 completions take about 35 minutes on 2 cores, pairs or rankings of 4 alike (both
         # keep ~94% of their groups: the rest hold an empty or duplicate completion).
         records = make_preferences(policy_dir, args.num_completions // k, "pep8", args.annotator_temperature,
                                    max_new_tokens=args.max_new_tokens, batch_size=256 // k * k,

@@ -4,8 +4,9 @@ Both policies complete the same held-out prompts with the same seeds. Reported:
   * reward and reference_reward: mean reward of their completions under the reward model (the
     run's --reward_model, or evaluate.py's) and/or minus the scorer's score (score_* metrics);
   * {reward}_gain: policy minus reference mean reward. A reward model's rewards are normalised to
-    std 1 over its training completions (samples of the reference policy), so for `reward` this is
-    the gain in the reference policy's reward standard deviations, measured on that large sample;
+    std 1 over its training completions, so when those are samples of the reference policy (as in
+    the README's pipeline) this is the gain in the reference's reward standard deviations,
+    measured on that large sample;
   * {reward}_gain_in_std: the same gain over the std of the reference's rewards on these prompts
     (the only yardstick a scorer has; with few prompts it moves with a handful of outliers);
   * win_rate: the fraction of prompts where the policy's completion earns more reward than the
