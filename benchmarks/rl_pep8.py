@@ -261,7 +261,8 @@ def main():
         row = {"benchmark": BENCHMARK, "stage": algorithm, "seconds": seconds,
                "samples_per_second": completions / seconds, "target_kl": args.target_kl,
                **{k: metrics[k] for k in ("reward", "reference_reward", "reward_gain", "reward_gain_in_std",
-                                          "win_rate", "kl_to_reference", "nll_drift") if k in metrics},
+                                          "win_rate", "kl_to_reference", "nll_drift", "empty_rate",
+                                          "reference_empty_rate") if k in metrics},
                "misalignment": -metrics["score_reward"], "reference_misalignment": -metrics["reference_score_reward"]}
         row["meets_target"] = bool(row["reward_gain"] >= 1.0 and row["kl_to_reference"] <= 1.5 * args.target_kl)
         rows.append(row)

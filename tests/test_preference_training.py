@@ -78,6 +78,9 @@ def test_rl_raises_the_reward_of_a_toy_task(tmp_path, pretrained, objective):
         gain = policy_scores.mean() - reference_scores.mean()
         assert metrics["score_reward_gain"] == pytest.approx(gain, rel=1e-5)
         assert metrics["score_reward_gain_in_std"] == pytest.approx(gain / reference_scores.std(), rel=1e-5)
+        for prefix, field in (("", "completion"), ("reference_", "reference_completion")):
+            empty = np.mean([s[field] == "" for s in samples])
+            assert metrics[f"{prefix}empty_rate"] == pytest.approx(empty)
 
 
 def check_reward_prefers_plain_code_and_serves_it_alike(run_dir, export_dir):

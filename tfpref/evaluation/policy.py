@@ -9,6 +9,7 @@ Both policies complete the same held-out prompts with the same seeds. Reported:
     measured on that large sample;
   * {reward}_gain_in_std: the same gain over the std of the reference's rewards on these prompts
     (the only yardstick a scorer has; with few prompts it moves with a handful of outliers);
+  * empty_rate and reference_empty_rate: the fraction of empty completions;
   * win_rate: the fraction of prompts where the policy's completion earns more reward than the
     reference's (ties count one half);
   * kl_to_reference: the mean over policy samples of sum_t log pi - log pi_ref (nats per completion);
@@ -115,8 +116,12 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
                                                                               rollout.arrays["finished"] > 0)
                 out[reward_name] += list(scores)
     policy, ref = results["policy"], results["reference"]
+    # Empty completions are worth watching: preference data rarely holds any, so a reward model's
+    # value for one is an extrapolation, and a few of them can swing a mean or a std.
     metrics = {"prompts": len(prompts), "kl_to_reference": float(np.mean(policy["kl"])),
-               "finished_rate": float(np.mean(policy["finished"]))}
+               "finished_rate": float(np.mean(policy["finished"])),
+               "empty_rate": float(np.mean([c == "" for c in policy["completions"]])),
+               "reference_empty_rate": float(np.mean([c == "" for c in ref["completions"]]))}
     for name in rewards:
         p, r = np.array(policy[name]), np.array(ref[name])
         metrics[name] = float(p.mean())
