@@ -126,8 +126,9 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
         p, r = np.array(policy[name]), np.array(ref[name])
         metrics[name] = float(p.mean())
         metrics[f"reference_{name}"] = float(r.mean())
-        metrics[f"{name}_gain"] = float(p.mean() - r.mean())
-        metrics[f"{name}_gain_in_std"] = float((p.mean() - r.mean()) / (r.std() + 1e-8))
+        gain = float(p.mean() - r.mean())
+        metrics[f"{name}_gain"] = gain
+        metrics[f"{name}_gain_in_std"] = gain / float(r.std() + 1e-8)
         metrics["win_rate" if name == "reward" or len(rewards) == 1 else f"win_rate_{name}"] = _win_rate(p, r)
     metrics.update(_nll_drift(source, model, reference, settings))
     os.makedirs(eval_dir, exist_ok=True)
