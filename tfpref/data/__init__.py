@@ -1,0 +1,1 @@
+"""Tokenizers, corpora, preference formats and the tf.data pipeline."""

@@ -1,0 +1,1 @@
+"""The training loop and what runs around it: strategy, checkpoints, summaries, export."""
