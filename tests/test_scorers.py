@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tfpref.errors import UserError
-from tfpref.scorers.base import get_scorer
+from tfpref.scorers import get_scorer
 from tfpref.scorers.cache import ScoreCache
 from tfpref.scorers.pep8 import EMPTY_SCORE, parses
 
@@ -74,7 +74,8 @@ def test_cache_scores_each_text_once(tmp_path):
 
 def test_cache_uses_both_processes_for_many_texts(tmp_path):
     texts = [f"x{'=' if i % 3 else ' = '}{i}\n" for i in range(600)]
-    cached = ScoreCache(str(tmp_path / "s.sqlite"), processes=2, show_progress=False).get(get_scorer("pep8"), "text", texts)
+    cached = ScoreCache(str(tmp_path / "s.sqlite"), processes=2, show_progress=False).get(
+        get_scorer("pep8"), "text", texts)
     np.testing.assert_allclose(cached, get_scorer("pep8").score(texts))
 
 

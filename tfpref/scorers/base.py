@@ -1,17 +1,11 @@
-"""What a scorer is, and how one is chosen by `--scorer`.
+"""What a scorer is: the base class, user function scorers, and optional extras.
 
 A scorer measures *misalignment*: one float per text, lower is better, 0 is perfectly aligned.
-Training objectives also need scores per segment; `line_scores` gives one per line of a text,
+Training objectives also need scores per segment; `line_scores_one` gives one per line of a text,
 computed with the whole text as context (a PEP 8 violation such as "expected 2 blank lines" is
 only visible in context), so lines can be scored without being cut out first.
 
-`--scorer` takes a built-in name (`pep8`, and with `pip install -e '.[scorers]'` also `profanity`
-and `pii`) or `package.module:function`, a user function from a list of texts to a list of floats.
-
-Example:
-    >>> scorer = get_scorer("pep8")
-    >>> scorer.score(["x = 1\\n", "x=1\\n"])
-    array([0. , 0.25])
+`tfpref.scorers.get_scorer` chooses one by `--scorer`.
 """
 import hashlib
 import importlib
@@ -93,24 +87,3 @@ def require_extra(module_name, package):
     except ImportError:
         raise UserError(f"--scorer needs {package}: pip install -e '.[scorers]'") from None
 
-
-def _builtin_scorers():
-    from tfpref.scorers.pep8 import Pep8Scorer
-    from tfpref.scorers.pii import PiiScorer
-    from tfpref.scorers.profanity import ProfanityScorer
-
-    return {cls.name: cls for cls in (Pep8Scorer, ProfanityScorer, PiiScorer)}
-
-
-BUILTIN_SCORERS = ("pep8", "profanity", "pii")
-
-
-def get_scorer(spec):
-    """The Scorer that `--scorer spec` names (see the module docstring)."""
-    builtins = _builtin_scorers()
-    if spec in builtins:
-        return builtins[spec]()
-    if ":" in spec:
-        return FunctionScorer(spec)
-    raise UserError(f"--scorer: unknown scorer '{spec}' (choose from {', '.join(BUILTIN_SCORERS)}, "
-                    f"or give package.module:function)")
