@@ -1,9 +1,14 @@
 """Scorers: PEP 8 scores per text and per line, parse checks, user scorers and the score cache."""
+import multiprocessing
+import pickle
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from tfpref.errors import UserError
-from tfpref.scorers import get_scorer
+from tfpref.scorers import BUILTIN_SCORERS, get_scorer
+from tfpref.scorers import cache as cache_module
 from tfpref.scorers.cache import ScoreCache
 from tfpref.scorers.pep8 import EMPTY_SCORE, parses
 
@@ -70,6 +75,44 @@ def test_cache_scores_each_text_once(tmp_path):
     assert user_scorer.CALLS == ["ax", "b", "xx"]  # only the new text is scored
     assert first == [0.5, 0.0, 0.5] and second == [0.0, 0.5, 1.0]
     assert cache.get(scorer, "lines", ["x\nab\n"]) == [[0.5, 0.0]]
+
+
+SPECS = [*BUILTIN_SCORERS, "user_scorer:count_x", "user_scorer:locked_count_x"]
+
+
+def pool_sized_texts():
+    """Distinct short texts, as many as the cache scores in a worker pool (fewer are scored in-process)."""
+    lines = ["x = {i}", "x={i}", "mail ann{i}@example.com", "shut up, you idiot {i}", "thank you {i}"]
+    return [f"{lines[i % 5]}\n{lines[i // 5 % 5]}\n".format(i=i) for i in range(cache_module._PARALLEL_MIN)]
+
+
+@pytest.fixture
+def pools(monkeypatch):
+    """The worker pools the score cache starts (one entry each)."""
+    started = []
+
+    def get_context(method):
+        started.append(method)
+        return multiprocessing.get_context(method)
+
+    monkeypatch.setattr(cache_module, "multiprocessing", SimpleNamespace(get_context=get_context))
+    return started
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_scorer_pickles(spec):
+    scorer, texts = get_scorer(spec), ["x=1\n", "mail ann@example.com, idiot\n"]
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(scorer)).score(texts), scorer.score(texts))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_pooled_scores_equal_in_process_scores(spec, tmp_path, pools):
+    scorer, texts = get_scorer(spec), pool_sized_texts()
+    pooled = ScoreCache(str(tmp_path / "s.sqlite"), processes=2, show_progress=False)
+    assert pooled.get(scorer, "lines", texts) == [scorer.line_scores_one(t) for t in texts]
+    assert len(pools) == 1
+    np.testing.assert_array_equal(pooled.get(scorer, "text", texts), scorer.score(texts))
+    assert len(pools) == (1 if scorer.batched else 2)  # a batched scorer scores whole texts in-process
 
 
 def test_cache_uses_both_processes_for_many_texts(tmp_path):

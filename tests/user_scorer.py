@@ -2,6 +2,8 @@
 
 CALLS counts the texts it was asked to score, so tests can see the cache at work.
 """
+import threading
+
 CALLS = []
 
 
@@ -21,3 +23,18 @@ def not_numbers(texts):
 def fewer_a(texts):
     """Minus the number of 'a' characters: an RL toy task (reward = -score = count of 'a')."""
     return [-float(text.count("a")) for text in texts]
+
+
+class _LockedCountX:
+    """`count_x` as a callable object holding a lock (as one holding a model might): the object does not pickle."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def __call__(self, texts):
+        with self.lock:
+            return count_x(texts)
+
+
+locked_count_x = _LockedCountX()
+

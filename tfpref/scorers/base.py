@@ -5,7 +5,8 @@ Training objectives also need scores per segment; `line_scores_one` gives one pe
 computed with the whole text as context (a PEP 8 violation such as "expected 2 blank lines" is
 only visible in context), so lines can be scored without being cut out first.
 
-`tfpref.scorers.get_scorer` chooses one by `--scorer`.
+Scorers are pickled into the score cache's worker processes, so they hold no modules or other
+unpicklable state (see `tfpref.scorers.cache`). `tfpref.scorers.get_scorer` chooses one by `--scorer`.
 """
 import hashlib
 import importlib
@@ -59,6 +60,10 @@ class FunctionScorer(Scorer):
         except (OSError, TypeError):
             source = spec
         self.version = hashlib.sha1(source.encode("utf-8")).hexdigest()[:12]
+
+    def __reduce__(self):
+        # Pickled into pool workers by name: the function need not pickle (a callable object may hold a model).
+        return FunctionScorer, (self.spec,)
 
     def score(self, texts):
         values = self.function(list(texts))

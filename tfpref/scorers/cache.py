@@ -94,7 +94,7 @@ class ScoreCache:
                 if progress is not None:
                     progress.update(len(results))
             return results
-        work = functools.partial(_compute, scorer, kind)
+        work = functools.partial(_compute, scorer, kind)  # pickled, scorer and all, with every chunk sent to the pool
         if len(texts) < _PARALLEL_MIN or self.processes == 1:
             return [_with_progress(work(t), progress) for t in texts]
         results = []

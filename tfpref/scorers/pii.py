@@ -1,5 +1,14 @@
 """Personally identifiable information, the paper's PII task, with scrubadub (an optional extra)."""
+import functools
+
 from tfpref.scorers.base import Scorer, require_extra
+
+
+@functools.cache
+def _scrubber():
+    # One per process, not kept on the scorer: scorers are pickled into the cache's workers (every chunk of
+    # texts), and a scrubber's detectors need not pickle.
+    return require_extra("scrubadub", "scrubadub").Scrubber()
 
 
 class PiiScorer(Scorer):
@@ -9,10 +18,9 @@ class PiiScorer(Scorer):
     version = "1"
 
     def __init__(self):
-        scrubadub = require_extra("scrubadub", "scrubadub")
-        self.scrubber = scrubadub.Scrubber()
+        _scrubber()  # a missing extra fails at `--scorer`, before any work is done
 
     def score_one(self, text):
         if not text:
             return 0.0
-        return len(list(self.scrubber.iter_filth(text))) / len(text)
+        return len(list(_scrubber().iter_filth(text))) / len(text)

@@ -1,5 +1,12 @@
 """Profanity, the paper's toxicity task, with alt-profanity-check (an optional extra)."""
+import numpy as np
+
 from tfpref.scorers.base import Scorer, require_extra
+
+
+def _predict_prob():
+    # Looked up at each use, never kept on the scorer: a module does not pickle into the cache's workers.
+    return require_extra("profanity_check", "alt-profanity-check").predict_prob
 
 
 class ProfanityScorer(Scorer):
@@ -10,13 +17,11 @@ class ProfanityScorer(Scorer):
     batched = True
 
     def __init__(self):
-        self.check = require_extra("profanity_check", "alt-profanity-check")
+        _predict_prob()  # a missing extra fails at `--scorer`, before any work is done
 
     def score(self, texts):
-        import numpy as np
-
         texts = list(texts)
-        return np.asarray(self.check.predict_prob(texts), np.float64) if texts else np.zeros([0])
+        return np.asarray(_predict_prob()(texts), np.float64) if texts else np.zeros([0])
 
     def score_one(self, text):
         return float(self.score([text])[0])
