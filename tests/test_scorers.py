@@ -1,5 +1,6 @@
 """Scorers: PEP 8 scores per text and per line, parse checks, user scorers and the score cache."""
 import multiprocessing
+import os
 import pickle
 from types import SimpleNamespace
 
@@ -115,11 +116,13 @@ def test_pooled_scores_equal_in_process_scores(spec, tmp_path, pools):
     assert len(pools) == (1 if scorer.batched else 2)  # a batched scorer scores whole texts in-process
 
 
-def test_cache_uses_both_processes_for_many_texts(tmp_path):
-    texts = [f"x{'=' if i % 3 else ' = '}{i}\n" for i in range(600)]
+def test_cache_uses_both_processes_for_many_texts(tmp_path, monkeypatch):
+    monkeypatch.setenv("USER_SCORER_PIDS", str(tmp_path / "pids"))
+    texts = [f"{i}\n" for i in range(cache_module._PARALLEL_MIN)]
     cached = ScoreCache(str(tmp_path / "s.sqlite"), processes=2, show_progress=False).get(
-        get_scorer("pep8"), "text", texts)
-    np.testing.assert_allclose(cached, get_scorer("pep8").score(texts))
+        get_scorer("user_scorer:process_id"), "lines", texts)
+    pids = {pid for line_scores in cached for pid in line_scores}
+    assert len(pids) == 2 and os.getpid() not in pids
 
 
 def test_cache_key_includes_the_scorer_version(tmp_path):
