@@ -64,7 +64,7 @@ def temperature_one(model_dir, args):
     temperature 0.7 small byte-level models often fall into runs of spaces, which hides style."""
     from tfpref.evaluation.misalignment import UnconditionalSampler, misalignment_metrics
     from tfpref.evaluation.run import load_run
-    from tfpref.scorers.base import get_scorer
+    from tfpref.scorers import get_scorer
 
     _, model, objective, _ = load_run(model_dir)
     samples = UnconditionalSampler(model, objective, args.max_new_tokens).sample(

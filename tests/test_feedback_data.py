@@ -8,7 +8,7 @@ from tfpref.data.scored import encode_scored_chunk, load_scored_token_data, scor
 from tfpref.data.tokenizer import BOS_ID, EOS_ID, ByteTokenizer
 from tfpref.objectives import OBJECTIVES
 from tfpref.objectives.conditional import ALIGNED_ID, MISALIGNED_ID
-from tfpref.scorers.base import get_scorer
+from tfpref.scorers import get_scorer
 
 from helpers import tiny_config
 

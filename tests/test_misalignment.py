@@ -6,7 +6,7 @@ import pytest
 
 from tfpref.evaluation.misalignment import (complete_lines, expected_max, misalignment_metrics, scored_text,
                                             valid_python_prefix)
-from tfpref.scorers.base import get_scorer
+from tfpref.scorers import get_scorer
 
 
 @pytest.mark.parametrize("n, k", [(8, 3), (6, 6), (7, 1)])

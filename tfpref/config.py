@@ -12,6 +12,17 @@ from dataclasses import dataclass, field
 from tfpref.errors import UserError
 
 MODELS = ("transformer", "lstm", "conv")  # conv: a bidirectional encoder, for reward models only
+GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers (--segment)
+
+# Every --objective, grouped by what it trains on. The objective classes register under these
+# names (tfpref.objectives); the config only needs the names, so it stays a leaf module.
+TEXT_OBJECTIVES = ("mle", "denoising")
+FEEDBACK_OBJECTIVES = ("filter", "conditional", "unlikelihood", "rwr", "awr", "preference_vector")
+RL_OBJECTIVES = ("reinforce", "rloo", "ppo")
+POLICY_OBJECTIVES = ("dpo",) + RL_OBJECTIVES  # fine-tune --init_from, which is also their reference
+OBJECTIVE_NAMES = TEXT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES + ("reward_model",) + POLICY_OBJECTIVES
+# Objectives whose generation can be asked for aligned or misaligned text.
+CONTROLLABLE_OBJECTIVES = ("conditional", "preference_vector")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 MIXED_PRECISION = ("no", "auto", "bf16", "fp16")
 # The transformer's attention is quadratic in length; beyond this a CPU run is impractical and the
@@ -78,11 +89,9 @@ class TrainConfig:
     freeze_backbone: bool = False
 
     def validate(self):
-        from tfpref.objectives import OBJECTIVES  # late: objectives import TensorFlow
-
-        if self.objective not in OBJECTIVES:
+        if self.objective not in OBJECTIVE_NAMES:
             raise UserError(f"--objective: unknown objective '{self.objective}' "
-                            f"(choose from {', '.join(sorted(OBJECTIVES))})")
+                            f"(choose from {', '.join(sorted(OBJECTIVE_NAMES))})")
         _positive(self, "train_steps", "batch_size", "grad_accum", "learning_rate")
         _non_negative(self, "warmup_steps", "weight_decay", "clip_norm", "min_lr_ratio", "seed")
         if self.batch_size % self.grad_accum:
@@ -110,8 +119,6 @@ class FeedbackConfig:
     awr_alpha: float = 0.05           # awr: weight of the weighted LM loss against the value loss
 
     def validate(self):
-        from tfpref.data.scored import GRANULARITIES
-
         if not self.scorer:
             raise UserError("--scorer: must not be empty")
         if self.segment not in GRANULARITIES:
@@ -127,6 +134,11 @@ class FeedbackConfig:
 
 
 REWARD_LOSSES = ("auto", "bradley_terry", "plackett_luce", "all_pairs", "regression", "bce")
+# --reward_loss auto by the preference data's kind, and the kinds each loss can train on.
+DEFAULT_REWARD_LOSS = {"pairwise": "bradley_terry", "ranking": "plackett_luce", "rating": "regression",
+                       "clicks": "bce"}
+REWARD_LOSS_KINDS = {"regression": ("rating",), "bce": ("clicks",), "plackett_luce": ("ranking", "pairwise"),
+                     "all_pairs": ("ranking", "pairwise"), "bradley_terry": tuple(DEFAULT_REWARD_LOSS)}
 REWARD_POOLING = ("last", "mean")
 BASELINES = ("none", "moving_average")
 KL_ESTIMATORS = ("k1", "k3")
@@ -213,9 +225,7 @@ class RunConfig:
             raise UserError("--model_dir: must not be empty")
         if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
             raise UserError(f"--model_dir {self.model_dir} exists and is not a directory")
-        from tfpref.objectives import OBJECTIVES
-
-        OBJECTIVES[self.train.objective].check_config(self)
+        self._check_objective()
         if self.model.model == "conv" and self.train.objective != "reward_model":
             raise UserError(f"--model conv is a bidirectional encoder for reward models; --objective "
                             f"{self.train.objective} needs a language model (transformer or lstm)")
@@ -223,6 +233,24 @@ class RunConfig:
             raise UserError(f"--seq_len {self.data.seq_len} is above the transformer's maximum of "
                             f"{MAX_TRANSFORMER_SEQ_LEN} positions")
         return self
+
+    def _check_objective(self):
+        """What an objective needs from the rest of the config."""
+        objective, align = self.train.objective, self.align
+        if objective in POLICY_OBJECTIVES and not self.train.init_from:
+            raise UserError(f"--objective {objective} fine-tunes a pretrained policy (also the reference): "
+                            f"give --init_from RUN_DIR")
+        if objective in RL_OBJECTIVES:
+            rollout = self.train.batch_size * (align.ppo_minibatches if objective == "ppo" else 1)
+            if rollout % align.samples_per_prompt:
+                raise UserError(f"--objective {objective}: a rollout of {rollout} completions (--batch_size, "
+                                f"times --ppo_minibatches for ppo) is not divisible by --samples_per_prompt "
+                                f"{align.samples_per_prompt}")
+        if objective == "rloo" and align.samples_per_prompt < 2:
+            raise UserError("--objective rloo needs --samples_per_prompt of at least 2 (the baseline is "
+                            "the mean reward of a prompt's other samples)")
+        if objective == "classify" and not self.classes:
+            raise UserError("--objective classify: no classes (they are read from the training data)")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -279,6 +307,48 @@ def incompatible_fields(old, new):
     a, b = flatten(old.to_dict()), flatten(new.to_dict())
     a.pop("model_dir", None), b.pop("model_dir", None)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+
+
+# Flags that apply to some objectives only; every other flag applies to all. A flag given for an
+# objective it does not apply to is refused (`inapplicable_flags`), never ignored in silence.
+_LM_TEXT = TEXT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES
+FLAG_OBJECTIVES = {
+    "text_field": _LM_TEXT, "label_field": ("classify",), "max_chunk_chars": _LM_TEXT + RL_OBJECTIVES,
+    "mask_rate": ("denoising",), "delete_rate": ("denoising",), "shuffle_rate": ("denoising",),
+    "span_length": ("denoising",), "freeze_backbone": ("classify", "reward_model"),
+    "scorer": FEEDBACK_OBJECTIVES + RL_OBJECTIVES, "segment": FEEDBACK_OBJECTIVES,
+    "threshold": FEEDBACK_OBJECTIVES, "drop_control_fraction": ("conditional",),
+    "filter_threshold": ("filter",), "filter_percentile": ("filter",), "ul_alpha": ("unlikelihood",),
+    "beta": ("rwr", "awr", "dpo"), "awr_alpha": ("awr",),
+    "reward_loss": ("reward_model",), "margin": ("reward_model",), "reward_pooling": ("reward_model",),
+    "code_structure": ("reward_model",), "reward_model": RL_OBJECTIVES, "samples_per_prompt": RL_OBJECTIVES,
+    "baseline": ("reinforce",), "kl_coef": RL_OBJECTIVES, "target_kl": RL_OBJECTIVES,
+    "kl_horizon": RL_OBJECTIVES, "kl_estimator": RL_OBJECTIVES, "ppo_epochs": ("ppo",),
+    "ppo_minibatches": ("ppo",), "clip_ratio": ("ppo",), "value_coef": ("ppo",), "gamma": ("ppo",),
+    "gae_lambda": ("ppo",), "whiten_rewards": RL_OBJECTIVES, "missing_eos_penalty": RL_OBJECTIVES,
+    # DPO runs complete held-out prompts when evaluated, with these settings.
+    "max_new_tokens": POLICY_OBJECTIVES, "temperature": POLICY_OBJECTIVES, "prompt_chars": POLICY_OBJECTIVES,
+    "ipo": ("dpo",), "check_samples": CONTROLLABLE_OBJECTIVES,
+}
+# Architecture flags that only some models have.
+FLAG_MODELS = {"num_heads": ("transformer",), "ff_dim": ("transformer",), "tie_embeddings": ("transformer", "lstm")}
+# With --init_from the architecture is the source run's: these flags cannot change it.
+ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings")
+
+
+def inapplicable_flags(config, given):
+    """(flag, reason) for each flag name in `given` that does nothing in the run `config` describes."""
+    objective, model = config.train.objective, config.model.model
+    refused = []
+    for name in given:
+        if name in ARCHITECTURE_FLAGS and config.train.init_from:
+            refused.append((name, f"the architecture comes from --init_from {config.train.init_from}"))
+        elif objective not in FLAG_OBJECTIVES.get(name, (objective,)):
+            refused.append((name, f"it applies to --objective {', '.join(FLAG_OBJECTIVES[name])} only, "
+                                  f"not {objective}"))
+        elif model not in FLAG_MODELS.get(name, (model,)):
+            refused.append((name, f"it applies to --model {', '.join(FLAG_MODELS[name])} only, not {model}"))
+    return refused
 
 
 def _has_type(value, type_name):

@@ -93,7 +93,7 @@ def keep_segments(scored_chunks, keep):
 
 def load_scored_token_data(config, objective_cls, wanted=("train", "validation"), show_progress=True):
     """{split: TokenData with scores} for the `wanted` splits, shaped by the objective's hooks."""
-    from tfpref.scorers.base import get_scorer
+    from tfpref.scorers import get_scorer
 
     data, feedback = config.data, config.feedback
     scorer = get_scorer(feedback.scorer)

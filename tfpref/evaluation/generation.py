@@ -93,14 +93,14 @@ def split_prompts(data, limit, max_new_tokens):
     return items
 
 
-def sample_completions(model, items, settings, objective=None):
+def sample_completions(model, items, settings):
     """`items` with "completion", "num_tokens", "finished" and "logprob" (sum) added.
 
-    With the run's `objective`, generation is asked for aligned text as the objective defines it
-    (a control token after BOS, a preference vector), with the objective's banned ids.
+    Generation is asked for aligned text as the `CausalLM` `model` is conditioned (a control token
+    after BOS, a preference vector), with its banned ids.
     """
     tokenizer = ByteTokenizer()
-    prefix = list(objective.prompt_prefix(True)) if objective is not None else []
+    prefix = list(model.prompt_prefix(True))
     encoded = [np.concatenate([[BOS_ID], prefix, tokenizer.encode(item["prompt"])]).astype(np.int32)
                for item in items]
     limit = MAX_TRANSFORMER_SEQ_LEN - settings.max_new_tokens
@@ -108,14 +108,13 @@ def sample_completions(model, items, settings, objective=None):
         if len(ids) > limit:
             raise UserError(f"prompt {index + 1}: {len(ids)} tokens with --max_new_tokens "
                             f"{settings.max_new_tokens} exceeds the model's {MAX_TRANSFORMER_SEQ_LEN} positions")
-    sampler = (Sampler(model, settings.max_new_tokens, banned_ids=objective.banned_ids(True))
-               if objective is not None else Sampler(model, settings.max_new_tokens))
+    sampler = Sampler(model, settings.max_new_tokens, banned_ids=model.banned_ids(True))
     results = []
     for begin in range(0, len(items), settings.batch_size):
         batch = encoded[begin:begin + settings.batch_size]
         width = -(-max(len(ids) for ids in batch) // _PROMPT_BUCKET) * _PROMPT_BUCKET
         ids, mask = left_pad(batch, width)
-        condition = objective.condition(len(batch), True) if objective is not None else None
+        condition = model.condition(len(batch), True)
         out = sampler(ids, mask, temperature=settings.temperature, top_k=settings.top_k,
                       top_p=settings.top_p, seed=settings.seed + begin, embedding_offset=condition)
         for row, item in enumerate(items[begin:begin + settings.batch_size]):
@@ -126,9 +125,9 @@ def sample_completions(model, items, settings, objective=None):
     return results
 
 
-def sample_and_score(model, items, settings, eval_dir, objective=None):
+def sample_and_score(model, items, settings, eval_dir):
     """Sample `items`, write samples.jsonl to `eval_dir`, return the generation metrics."""
-    samples = sample_completions(model, items, settings, objective)
+    samples = sample_completions(model, items, settings)
     os.makedirs(eval_dir, exist_ok=True)
     with open(os.path.join(eval_dir, SAMPLES_FILE), "w", encoding="utf-8") as f:
         for sample in samples:

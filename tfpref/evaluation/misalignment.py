@@ -24,12 +24,14 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tfpref.config import config_path
 from tfpref.data.tokenizer import BOS_ID, CONTROL_IDS, ByteTokenizer
 from tfpref.errors import UserError
 from tfpref.evaluation.text_metrics import distinct_n
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler
+from tfpref.rewards import scored_text
+from tfpref.runs import config_path, load_run
+from tfpref.scorers import get_scorer
 from tfpref.scorers.pep8 import parses
 
 SCORE_MAX_OF = 25
@@ -80,12 +82,12 @@ def valid_python_prefix(text):
 
 
 class UnconditionalSampler:
-    """Samples from BOS as the run's objective asks for aligned (or misaligned) text."""
+    """Samples from BOS as the `CausalLM` `model` is asked for aligned (or misaligned) text."""
 
-    def __init__(self, model, objective, max_new_tokens, aligned=True, jit_compile=True):
-        self.model, self.objective, self.aligned = model, objective, aligned
-        self.prefix = (BOS_ID, *objective.prompt_prefix(aligned))
-        self.sampler = Sampler(model, max_new_tokens, banned_ids=objective.banned_ids(aligned),
+    def __init__(self, model, max_new_tokens, aligned=True, jit_compile=True):
+        self.model, self.aligned = model, aligned
+        self.prefix = (BOS_ID, *model.prompt_prefix(aligned))
+        self.sampler = Sampler(model, max_new_tokens, banned_ids=model.banned_ids(aligned),
                                jit_compile=jit_compile)
 
     def sample(self, count, temperature=0.7, top_p=0.9, top_k=0, seed=0, batch_size=64):
@@ -95,7 +97,7 @@ class UnconditionalSampler:
         for begin in range(0, count, batch_size):
             rows = min(batch_size, count - begin)
             ids = np.tile(np.array(self.prefix, np.int32), (rows, 1))
-            offset = self.objective.condition(rows, self.aligned)
+            offset = self.model.condition(rows, self.aligned)
             out = self.sampler(ids, np.ones_like(ids, bool), temperature=temperature, top_k=top_k,
                                top_p=top_p, seed=seed + begin, embedding_offset=offset)
             for row in range(rows):
@@ -111,20 +113,6 @@ def complete_lines(text, finished):
     if finished or "\n" not in text:
         return text
     return text[:text.rfind("\n") + 1]
-
-
-def scored_text(text, finished):
-    """What of a sample is scored: all of it, without the spaces where a cut-off line was cut.
-
-    Scoring only complete lines would divide by a few bytes when the first line is the cut one;
-    keeping the whole sample keeps every sample's denominator near --max_new_tokens. A line that
-    is nothing but whitespace is left alone: a model that emits only spaces did emit them.
-    """
-    cut = text.rfind("\n") + 1
-    last = text[cut:]
-    if finished or not last.strip():
-        return text
-    return text[:cut] + last.rstrip(" \t")
 
 
 def misalignment_metrics(samples, scorer):
@@ -183,8 +171,6 @@ class MisalignmentSettings:
     batch_size: int = 64
 
     def validate(self):
-        from tfpref.scorers.base import get_scorer
-
         get_scorer(self.scorer)  # an unknown or unloadable scorer fails before any work is done
         if self.num_samples < 1:
             raise UserError("--scorer_samples must be positive")
@@ -192,19 +178,16 @@ class MisalignmentSettings:
             raise UserError(f"--reference_dir {self.reference_dir}: not a run directory (no config.json)")
 
 
-def evaluate_misalignment(model, objective, settings, eval_dir):
+def evaluate_misalignment(model, settings, eval_dir):
     """Sample, score and write `unconditional_samples.jsonl`; returns the metrics dict."""
-    from tfpref.evaluation.run import load_run  # late: evaluation.run imports this module
-    from tfpref.scorers.base import get_scorer
-
     scorer = get_scorer(settings.scorer)
-    sampler = UnconditionalSampler(model, objective, settings.max_new_tokens)
+    sampler = UnconditionalSampler(model, settings.max_new_tokens)
     samples = sampler.sample(settings.num_samples, settings.temperature, settings.top_p, settings.top_k,
                              settings.seed, settings.batch_size)
     metrics, scores = misalignment_metrics(samples, scorer)
     if settings.reference_dir:
-        _, reference_model, reference_objective, _ = load_run(settings.reference_dir)
-        prefix = (BOS_ID, *reference_objective.prompt_prefix(True))
+        _, reference_model, _ = load_run(settings.reference_dir, flag="--reference_dir")
+        prefix = (BOS_ID, *reference_model.prompt_prefix(True))
         metrics["kl_to_reference"] = kl_to_reference(samples, reference_model, prefix)
     os.makedirs(eval_dir, exist_ok=True)
     with open(os.path.join(eval_dir, UNCONDITIONAL_SAMPLES_FILE), "w", encoding="utf-8") as f:
@@ -214,16 +197,14 @@ def evaluate_misalignment(model, objective, settings, eval_dir):
     return {f"{scorer.name}_{k}" if k != "kl_to_reference" else k: v for k, v in metrics.items()}
 
 
-def controllability(model, objective, scorer_name, num_samples=64, max_new_tokens=256, seed=0, jit_compile=True):
+def controllability(model, scorer_name, num_samples=64, max_new_tokens=256, seed=0, jit_compile=True):
     """{"aligned_...", "misaligned_..."} misalignment metrics of samples asked to be aligned vs
     misaligned: the quick check a conditional run ends with (sampled with XLA if `jit_compile`,
     as the run itself is)."""
-    from tfpref.scorers.base import get_scorer
-
     scorer = get_scorer(scorer_name)
     out = {}
     for aligned in (True, False):
-        sampler = UnconditionalSampler(model, objective, max_new_tokens, aligned, jit_compile)
+        sampler = UnconditionalSampler(model, max_new_tokens, aligned, jit_compile)
         samples = sampler.sample(num_samples, seed=seed)
         metrics, _ = misalignment_metrics(samples, scorer)
         prefix = "aligned" if aligned else "misaligned"

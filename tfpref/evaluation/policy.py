@@ -19,13 +19,22 @@ Both policies complete the same held-out prompts with the same seeds. Reported:
 """
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tensorflow as tf
 
-from tfpref.config import RunConfig, config_path
+from tfpref.data.batching import map_rows
+from tfpref.data.loading import load_text_data
+from tfpref.data.pipeline import sequential_order
+from tfpref.data.prompts import encode_prompts, policy_prompts
 from tfpref.errors import UserError
+from tfpref.models.logprobs import sequence_logprobs
+from tfpref.objectives.mle import MleObjective
+from tfpref.rewards import RewardModelReward, ScorerReward
+from tfpref.rl.reference import reference_model
+from tfpref.rl.rollouts import RolloutMaker
+from tfpref.runs import config_path, load_config
 
 POLICY_SAMPLES_FILE = "policy_samples.jsonl"
 
@@ -43,8 +52,6 @@ class PolicyEvalSettings:
 
 
 def _reward_functions(config, settings):
-    from tfpref.rewards import RewardModelReward, ScorerReward
-
     functions = {}
     reward_model = settings.reward_model or config.align.reward_model
     if reward_model:
@@ -61,33 +68,27 @@ def _win_rate(policy, reference):
 
 def held_out_nll(model, data, batches, batch_size):
     """Mean negative log-likelihood per target token over the first `batches` batches of TokenData."""
-    from tfpref.data.pipeline import sequential_order
-    from tfpref.models.logprobs import sequence_logprobs
-
-    order = sequential_order(data.num_examples, batches, batch_size)
+    rows = sequential_order(data.num_examples, batches, batch_size).reshape(-1)
     gather = data.gatherer()
-    nll = tf.function(lambda b: -tf.reduce_sum(sequence_logprobs(model, b["token_ids"], b["padding_mask"])))
-    total, count = 0.0, 0
-    for rows in order:
-        batch = gather(tf.constant(rows), tf.constant(rows))
-        total += float(nll(batch))
-        count += int(batch["padding_mask"][:, 1:].numpy().sum())
-    return total / max(count, 1)
+
+    @tf.function
+    def nll(batch):
+        mask = batch["padding_mask"]
+        return (-tf.reduce_sum(sequence_logprobs(model, batch["token_ids"], mask), axis=1),
+                tf.reduce_sum(tf.cast(mask[:, 1:], tf.float32), axis=1))
+
+    totals, counts = map_rows(nll, lambda i: gather(tf.constant(rows[i]), tf.constant(rows[i])), batch_size,
+                              num_rows=len(rows))
+    return float(totals.sum()) / max(float(counts.sum()), 1.0)
 
 
 def evaluate_policy(config, model, settings, eval_dir, split="validation"):
     """{metric: value} of the policy `model` of run `config` (see the module docstring); samples
     of both policies go to eval_dir/policy_samples.jsonl."""
-    from dataclasses import replace
-
-    from tfpref.data.prompts import encode_prompts, policy_prompts
-    from tfpref.training.reference import reference_model
-    from tfpref.training.rollouts import RolloutMaker
-
     if not config.train.init_from or not os.path.exists(config_path(config.train.init_from)):
         raise UserError(f"{config.model_dir}: the reference policy --init_from {config.train.init_from!r} "
                         f"is gone; policy evaluation compares against it")
-    source = RunConfig.load(config_path(config.train.init_from))
+    source = load_config(config.train.init_from, "--init_from")
     # RL runs' --data holds their prompts; a DPO run's preference file has a "prompt" per record.
     prompts = policy_prompts(config.data.data, split, config.align.prompt_chars)[:settings.num_prompts]
     if not prompts:
@@ -100,8 +101,8 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
                     whiten_rewards=False, missing_eos_penalty=0.0)
     reference = reference_model(config)
     first = next(iter(rewards.values()))
-    makers = {"policy": RolloutMaker(model, reference, None, first, align, config.runtime.jit_compile),
-              "reference": RolloutMaker(reference, reference, None, first, align, config.runtime.jit_compile)}
+    makers = {"policy": RolloutMaker(model, reference, first, align, config.runtime.jit_compile),
+              "reference": RolloutMaker(reference, reference, first, align, config.runtime.jit_compile)}
     results = {name: {"completions": [], "finished": [], "kl": [], **{r: [] for r in rewards}} for name in makers}
     for start in range(0, len(prompts), settings.batch_size):
         ids, mask = encode_prompts(prompts[start:start + settings.batch_size])
@@ -144,9 +145,6 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
 
 def _nll_drift(source, model, reference, settings):
     """Held-out NLL of policy and reference on the pretraining corpus (none for a JSONL corpus)."""
-    from tfpref.data.loading import load_text_data
-    from tfpref.objectives.mle import MleObjective
-
     if source.data.data.endswith(".jsonl"):
         return {}
     data = load_text_data(source, MleObjective, ("validation",), show_progress=False)["validation"]

@@ -4,6 +4,7 @@ Example:
     >>> from tfpref.evaluation.run import evaluate_run
     >>> metrics = evaluate_run("logs/transformer-mle", split="test")
 """
+import dataclasses
 import json
 import math
 import os
@@ -11,50 +12,37 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfpref.config import RunConfig, config_path
+from tfpref.config import POLICY_OBJECTIVES
+from tfpref.data.batching import row_batches
+from tfpref.data.scored import load_scored_token_data
 from tfpref.errors import UserError
 from tfpref.evaluation.generation import SAMPLES_FILE, load_prompts, sample_and_score, split_prompts
 from tfpref.evaluation.metrics import classification_report
 from tfpref.evaluation.misalignment import UNCONDITIONAL_SAMPLES_FILE, evaluate_misalignment
-from tfpref.models import build_model
-from tfpref.objectives import build_objective
-from tfpref.training.checkpoints import restore_weights
-from tfpref.training.run import load_token_data
+from tfpref.evaluation.policy import POLICY_SAMPLES_FILE, PolicyEvalSettings, evaluate_policy
+from tfpref.models import Classifier, RewardModel
+from tfpref.objectives import OBJECTIVES, build_objective
+from tfpref.runs import checkpoint_step, load_run, load_token_data
 
 METRICS_FILE = "metrics.json"
 
 
-def load_run(model_dir):
-    """(config, model, objective, checkpoint path) of a run directory, weights restored."""
-    if not os.path.exists(config_path(model_dir)):
-        raise UserError(f"--model_dir {model_dir}: not a run directory (no config.json)")
-    config = RunConfig.load(config_path(model_dir))
-    config.model_dir = model_dir
-    model = build_model(config.model)
-    objective = build_objective(config)
-    checkpoint = restore_weights([model, *objective.trainable_layers], model_dir, flag="--model_dir")
-    return config, model, objective, checkpoint
-
-
 def _batches(data, batch_size):
-    """Every example of `data` once, in order, the last batch possibly smaller."""
-    indices = tf.data.Dataset.range(data.num_examples).batch(batch_size)
+    """Every example of `data` once, in order, the last batch possibly smaller (metric sums must not
+    count any example twice)."""
     gather = data.gatherer()
-    return indices.map(lambda i: gather(i, i)).prefetch(2)
+    for indices, _ in row_batches(data.num_examples, batch_size, full=False):
+        yield gather(tf.constant(indices), tf.constant(indices))
 
 
 def load_eval_data(config, split, scorer=None):
     """TokenData of `split`; with a scorer, scored too (so LM loss on aligned text can be reported)."""
-    from tfpref.objectives import OBJECTIVES
-
     objective_cls = OBJECTIVES[config.train.objective]
-    if scorer is None or objective_cls.needs_labels:
-        return load_token_data(config, (split,))[split]
-    from tfpref.data.scored import load_scored_token_data
-
-    config.feedback.scorer = scorer
+    if scorer is None or config.train.objective == "classify":
+        return load_token_data(config, objective_cls, (split,))[split]
+    scored = dataclasses.replace(config, feedback=dataclasses.replace(config.feedback, scorer=scorer))
     hooks = objective_cls if objective_cls.needs_scores else OBJECTIVES["mle"]
-    return load_scored_token_data(config, hooks, (split,))[split]
+    return load_scored_token_data(scored, hooks, (split,))[split]
 
 
 def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None, sampling=None,
@@ -75,11 +63,14 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         prompts = (load_prompts(sampling.prompts, sampling.num_samples) if sampling.prompts else None)
     if misalignment is not None:
         misalignment.validate()
-    config, model, objective, checkpoint = load_run(model_dir)
-    if objective.fine_tunes_policy or objective.reward_head is not None:
+    config, model, checkpoint = load_run(model_dir)
+    objective = build_objective(config)
+    fine_tunes_policy = config.train.objective in POLICY_OBJECTIVES
+    classifier = isinstance(model, Classifier)
+    if fine_tunes_policy or isinstance(model, RewardModel):
         sampling = misalignment = None  # a reward model does not generate; a policy has its own report
     data = load_eval_data(config, split, misalignment.scorer if misalignment is not None else None)
-    if (data is None or data.num_examples == 0) and not objective.fine_tunes_policy:
+    if (data is None or data.num_examples == 0) and not fine_tunes_policy:
         raise UserError(f"--split {split}: no {split} examples in {config.data.data}")
 
     @tf.function(jit_compile=True, reduce_retracing=True)
@@ -87,8 +78,8 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         output = objective.compute(batch, model, training=False)
         sums = {"loss": (tf.reduce_sum(output.losses), tf.cast(tf.size(output.losses), tf.float32))}
         sums.update(output.metrics)
-        predictions = (tf.argmax(objective.logits(batch, model, False), -1, output_type=tf.int32)
-                       if objective.needs_labels else tf.zeros([0], tf.int32))
+        predictions = (tf.argmax(model(batch["token_ids"], batch["padding_mask"]), -1, output_type=tf.int32)
+                       if classifier else tf.zeros([0], tf.int32))
         return sums, predictions
 
     totals, predictions, labels, examples = {}, [], [], 0
@@ -105,27 +96,25 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
             labels.append(batch["label"].numpy())
     metrics = objective.summarize({name: n / d for name, (n, d) in totals.items() if d > 0})
     report = {"split": split, "checkpoint": os.path.basename(checkpoint),
-              "step": int(checkpoint.rsplit("-", 1)[-1]), "examples": examples, "metrics": metrics}
-    if objective.needs_labels:
+              "step": checkpoint_step(checkpoint), "examples": examples, "metrics": metrics}
+    if classifier:
         class_report, matrix = classification_report(np.concatenate(labels), np.concatenate(predictions),
                                                      config.classes)
         metrics.update(class_report)
         report["classes"] = config.classes
         report["confusion_matrix"] = matrix.tolist()
-    if objective.fine_tunes_policy:
-        from tfpref.evaluation.policy import POLICY_SAMPLES_FILE, PolicyEvalSettings, evaluate_policy
-
+    if fine_tunes_policy:
         metrics.update(evaluate_policy(config, model, policy or PolicyEvalSettings(), os.path.join(model_dir, "eval"),
                                        split))
         report["policy_samples"] = POLICY_SAMPLES_FILE
-    if sampling is not None and not objective.needs_labels:
+    if sampling is not None and not classifier:
         if prompts is None:
             prompts = split_prompts(data, sampling.num_samples, sampling.max_new_tokens)
-        metrics.update(sample_and_score(model, prompts, sampling, os.path.join(model_dir, "eval"), objective))
+        metrics.update(sample_and_score(model, prompts, sampling, os.path.join(model_dir, "eval")))
         report["samples"] = {"count": len(prompts), "file": SAMPLES_FILE,
                              **{k: v for k, v in vars(sampling).items() if k != "batch_size"}}
-    if misalignment is not None and not objective.needs_labels:
-        metrics.update(evaluate_misalignment(model, objective, misalignment, os.path.join(model_dir, "eval")))
+    if misalignment is not None and not classifier:
+        metrics.update(evaluate_misalignment(model, misalignment, os.path.join(model_dir, "eval")))
         report["unconditional_samples"] = {"file": UNCONDITIONAL_SAMPLES_FILE, **vars(misalignment)}
     write_report(model_dir, report)
     return report

@@ -1,18 +1,27 @@
-"""Language models, the conv reward-model encoder and heads. `build_model(config)` makes the model a
-ModelConfig names."""
+"""Backbones (transformer, LSTM, the conv reward-model encoder), heads and task models.
+
+`build_model(model_config)` makes the backbone a ModelConfig names; `build_task_model(config)` puts
+on it what the run's objective trains (see `tfpref.models.tasks`).
+"""
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.tokenizer import VOCAB_SIZE
 from tfpref.models.conv import ConvEncoder
-from tfpref.models.heads import ClassifierHead, ScalarHead
+from tfpref.models.heads import ClassifierHead, RewardHead, ScalarHead
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.lstm import LstmLM
+from tfpref.models.tasks import CausalLM, Classifier, RewardModel
 from tfpref.models.transformer import TransformerLM
 
 MODEL_CLASSES = {"transformer": TransformerLM, "lstm": LstmLM, "conv": ConvEncoder}
+# How each objective asks its language model for aligned text, and which ones need a value head.
+CONDITIONING = {"conditional": "control_tokens", "preference_vector": "preference_vector"}
+VALUE_HEAD_OBJECTIVES = ("awr", "ppo")
+# The length a preference vector asks for: a typical stdlib segment at each --segment granularity.
+TYPICAL_SEGMENT_BYTES = {"line": 40, "chunk": 1200, "document": 1200}
 
 
 def build_model(model_config, seed=None):
-    """A built (weights created) model from a `ModelConfig`: a language model, or the conv encoder."""
+    """A built (weights created) backbone from a `ModelConfig`: a language model, or the conv encoder."""
     model = MODEL_CLASSES[model_config.model](
         vocab_size=VOCAB_SIZE, d_model=model_config.d_model, num_layers=model_config.num_layers,
         num_heads=model_config.num_heads, ff_dim=model_config.ff_dim, dropout=model_config.dropout,
@@ -22,5 +31,17 @@ def build_model(model_config, seed=None):
     return model
 
 
-__all__ = ["build_model", "sequence_logprobs", "TransformerLM", "LstmLM", "ConvEncoder", "ScalarHead",
-           "ClassifierHead", "MODEL_CLASSES"]
+def build_task_model(config, seed=None):
+    """The task model the RunConfig `config`'s objective trains, with a new backbone."""
+    backbone = build_model(config.model, seed=seed)
+    objective = config.train.objective
+    if objective == "classify":
+        return Classifier(backbone, config.classes, dropout=config.model.dropout, name="classifier_model")
+    if objective == "reward_model":
+        return RewardModel(backbone, config.align.reward_pooling, config.align.code_structure, name="reward_model")
+    return CausalLM(backbone, CONDITIONING.get(objective, "none"), objective in VALUE_HEAD_OBJECTIVES,
+                    TYPICAL_SEGMENT_BYTES[config.feedback.segment], name="causal_lm")
+
+
+__all__ = ["build_model", "build_task_model", "sequence_logprobs", "TransformerLM", "LstmLM", "ConvEncoder",
+           "ScalarHead", "ClassifierHead", "RewardHead", "CausalLM", "RewardModel", "Classifier", "MODEL_CLASSES"]

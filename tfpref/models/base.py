@@ -5,8 +5,8 @@ import tensorflow as tf
 from tfpref.models.layers import init_normal
 
 
-class CausalLM(keras.Model):
-    """Base of the language models: `model(token_ids, padding_mask) -> logits` [batch, time, vocab].
+class LanguageBackbone(keras.Model):
+    """Base of the language-model backbones: `model(token_ids, padding_mask) -> logits` [batch, time, vocab].
 
     Subclasses build their layers after calling this constructor (which creates the embedding) and
     implement `hidden_states`, plus `init_cache` and `hidden_states_cached` for generation; logits

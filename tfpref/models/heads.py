@@ -49,3 +49,40 @@ class ClassifierHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="tfpref")
+class RewardHead(keras.layers.Layer):
+    """Scalar reward of each sequence, normalised by stored statistics.
+
+    pooling "last": a projection of the last real token's state (the usual reward model);
+    "mean": the mean of a per-token score over the completion's tokens, a bias toward rewards
+    that are densities of local features (PEP 8 violations per byte is one).
+    `normalize=False` gives the raw score (what is trained); `mean` and `std` are set once after
+    training (`set_normalization`) so that served rewards have mean 0 and std 1 on the reference set.
+    """
+
+    def __init__(self, pooling="last", **kwargs):
+        super().__init__(**kwargs)
+        self.pooling = pooling
+        self.score = ScalarHead(name="score")
+
+    def build(self, input_shape):
+        self.score.build(input_shape)
+        self.mean = self.add_weight(shape=(), initializer="zeros", trainable=False, name="mean")
+        self.std = self.add_weight(shape=(), initializer="ones", trainable=False, name="std")
+
+    def call(self, hidden, padding_mask, completion_mask=None, normalize=True):
+        if self.pooling == "mean":
+            weights = tf.cast(padding_mask if completion_mask is None else completion_mask, tf.float32)
+            raw = tf.reduce_sum(self.score(hidden) * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+        else:
+            raw = self.score(last_valid_state(hidden, padding_mask))
+        return (raw - self.mean) / self.std if normalize else raw
+
+    def set_normalization(self, mean, std):
+        self.mean.assign(mean)
+        self.std.assign(max(std, 1e-6))
+
+    def get_config(self):
+        return {**super().get_config(), "pooling": self.pooling}

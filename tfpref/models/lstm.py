@@ -2,12 +2,12 @@
 import keras
 import tensorflow as tf
 
-from tfpref.models.base import CausalLM
+from tfpref.models.base import LanguageBackbone
 from tfpref.models.layers import CausalSelfAttention, attention_mask
 
 
 @keras.saving.register_keras_serializable(package="tfpref")
-class LstmLM(CausalLM):
+class LstmLM(LanguageBackbone):
     """`model(token_ids, padding_mask) -> logits` [batch, time, vocab], float32.
 
     The LSTM stack carries order; one causal attention layer over its states lets each position

@@ -4,12 +4,12 @@ import math
 import keras
 import tensorflow as tf
 
-from tfpref.models.base import CausalLM
+from tfpref.models.base import LanguageBackbone
 from tfpref.models.layers import TransformerBlock, attention_mask, sinusoidal_encoding
 
 
 @keras.saving.register_keras_serializable(package="tfpref")
-class TransformerLM(CausalLM):
+class TransformerLM(LanguageBackbone):
     """`model(token_ids, padding_mask) -> logits` [batch, time, vocab], float32.
 
     Args:

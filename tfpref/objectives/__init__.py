@@ -16,8 +16,6 @@ OBJECTIVES = {cls.name: cls for cls in (
     MleObjective, DenoisingObjective, ClassifyObjective, FilterObjective, ConditionalObjective,
     UnlikelihoodObjective, RwrObjective, AwrObjective, PreferenceVectorObjective,
     RewardModelObjective, DpoObjective, ReinforceObjective, RlooObjective, PpoObjective)}
-# Pretraining with human feedback (Korbak et al. 2023): objectives that train on scored segments.
-FEEDBACK_OBJECTIVES = tuple(name for name, cls in OBJECTIVES.items() if cls.needs_scores)
 
 
 def build_objective(config):
@@ -25,4 +23,4 @@ def build_objective(config):
     return OBJECTIVES[config.train.objective](config)
 
 
-__all__ = ["Objective", "ObjectiveOutput", "OBJECTIVES", "FEEDBACK_OBJECTIVES", "build_objective"]
+__all__ = ["Objective", "ObjectiveOutput", "OBJECTIVES", "build_objective"]

@@ -1,7 +1,9 @@
 """What an objective is: a batch and the models in, per-example losses and metric sums out.
 
 The trainer alone reduces losses (by the global batch), applies gradients, distributes, logs and
-checkpoints; an objective never touches the optimizer or the strategy. Metrics are returned as
+checkpoints; an objective never touches the optimizer, the strategy, the checkpoints or the run
+directory: it says what to train on (`batch_plans`) and what to save (`checkpoint_trackables`,
+`artifacts`, `result_files`), and the run does it. Metrics are returned as
 (numerator, denominator) sums over the local batch so that the trainer can add them up across
 replicas, micro-batches and log intervals and divide once: a token-weighted mean stays exact
 however the batch was split.
@@ -11,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from tfpref.models.sampling import DEFAULT_BANNED_IDS
+from tfpref.data.loading import load_text_data
+from tfpref.data.pipeline import batch_order
 
 
 @dataclass
@@ -20,29 +23,34 @@ class ObjectiveOutput:
     metrics: dict = field(default_factory=dict)   # name -> (numerator, denominator) scalar sums
 
 
+@dataclass
+class BatchPlan:
+    """Training batches the trainer distributes: rows `order` [steps, global batch] of `data`, for
+    steps first_step + 1, first_step + 2, ...; `texts` are Markdown to log at the first of them."""
+    data: object
+    order: np.ndarray
+    first_step: int
+    texts: dict = field(default_factory=dict)
+
+
 class Objective:
     """Base class. Subclasses set `name` and implement `compute`.
 
-    Objectives that own trainable layers (a value head, a classifier head) list them in
-    `trainable_layers` so the trainer optimises and checkpoints them with the model.
+    The models an objective trains are task models (tfpref.models.tasks): heads live there, not
+    here. What an objective may keep is state that is not a weight (a KL coefficient, a baseline),
+    listed in `checkpoint_trackables` so that it resumes exactly.
     """
 
     name = ""
+    # Feedback objectives train on segments scored by --scorer: batches carry `token_scores`.
+    needs_scores = False
+    # {key of `finish`'s results: file name}: results the run writes to its directory as JSON.
+    result_files = {}
 
     def __init__(self, config):
         self.config = config  # the whole RunConfig: objectives may need data or model facts
-        self.trainable_layers = []
 
-    # Data the objective trains on: packed windows of a corpus, or one padded example per chunk
-    # with a class label (classification).
-    packed = True
-    needs_labels = False
-    # Feedback objectives train on segments scored by --scorer: batches carry `token_scores`.
-    needs_scores = False
-
-    @classmethod
-    def check_config(cls, config):
-        """Raise UserError if the RunConfig `config` does not suit this objective."""
+    # ---- data (classmethods: the run loads data before it builds anything) -------------------
 
     @classmethod
     def select_segments(cls, config, scores):
@@ -58,24 +66,7 @@ class Objective:
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
         """{split: data or None} of the `wanted` splits: TokenData of the packed corpus by default
         (scored for objectives that need scores)."""
-        from tfpref.data.loading import load_text_data
-
         return load_text_data(config, cls, wanted, show_progress)
-
-    # True when generation can be asked for aligned or misaligned text (conditional training).
-    controllable = False
-
-    # Generation: what goes after BOS, what may not be sampled, and an embedding offset, when
-    # asking for aligned (or misaligned) text.
-    def prompt_prefix(self, aligned=True):
-        return ()
-
-    def banned_ids(self, aligned=True):
-        return DEFAULT_BANNED_IDS
-
-    def condition(self, batch_size, aligned=True):
-        """Embedding offset [batch, d_model] to generate with, or None."""
-        return None
 
     # ---- hooks of the training run (tfpref.training.run) ------------------------------------
 
@@ -83,36 +74,26 @@ class Objective:
         """{name: tf.Variable or trackable} of objective state saved with each checkpoint."""
         return {}
 
-    def prepare(self, trainer):
-        """Called once the trainer is built and its checkpoint restored, before training."""
-
-    def train_batches(self, trainer, first_step):
-        """Iterable of distributed batches for steps first_step + 1, first_step + 2, ...: by
-        default the training data in the seeded order of `batch_order`."""
-        from tfpref.data.pipeline import batch_order, distributed_dataset
-
-        train = self.config.train
-        order = batch_order(trainer.train_data.num_examples, train.train_steps, train.batch_size, train.seed)
-        return distributed_dataset(trainer.strategy, trainer.train_data, order[first_step:],
-                                   train.grad_accum, first_step=first_step)
-
-    def finish(self, trainer):
-        """Called when training ends (not when interrupted); returns results to report."""
+    def prepare(self, model):
+        """Called once the model is built and its checkpoint restored, before training. Returns
+        {name: Markdown} to log as TensorBoard text."""
         return {}
 
-    # A reward model's head: runs that have one export a `reward` signature.
-    reward_head = None
-    # Fine-tunes --init_from with preferences (DPO, RL): evaluate.py compares it with that reference.
-    fine_tunes_policy = False
+    def artifacts(self, train_data, eval_data):
+        """{file name: {name: array}} the run saves (as .npz, once) in its directory."""
+        return {}
 
-    def trainable_variables(self, model):
-        """What the optimizer updates: the model (unless --freeze_backbone) and the objective's layers."""
-        backbone = [] if self.config.train.freeze_backbone else model.trainable_variables
-        return backbone + [v for layer in self.trainable_layers for v in layer.trainable_variables]
+    def batch_plans(self, train_data, first_step):
+        """BatchPlans for steps first_step + 1, first_step + 2, ...: by default the training data in
+        the seeded order of `batch_order`."""
+        train = self.config.train
+        order = batch_order(train_data.num_examples, train.train_steps, train.batch_size, train.seed)
+        yield BatchPlan(train_data, order[first_step:], first_step)
 
-    def logits(self, batch, model, training):
-        """Class logits [batch, classes], for objectives with `needs_labels`."""
-        raise NotImplementedError
+    def finish(self, model, train_data):
+        """Called when training ends (not when interrupted); may set non-trained state of `model`
+        (a reward model's normalisation). Returns results to report."""
+        return {}
 
     def compute(self, batch, model, training):
         """ObjectiveOutput for `batch` ({'token_ids', 'padding_mask', ...}, one micro-batch)."""

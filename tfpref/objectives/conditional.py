@@ -8,12 +8,8 @@ gets no control token so unconditional text stays in distribution.
 """
 import numpy as np
 
-from tfpref.data.tokenizer import CONTROL_TOKENS
-from tfpref.models.sampling import DEFAULT_BANNED_IDS
+from tfpref.models.tasks import ALIGNED_ID, MISALIGNED_ID
 from tfpref.objectives.mle import MleObjective
-
-ALIGNED_ID = CONTROL_TOKENS["<|aligned|>"]
-MISALIGNED_ID = CONTROL_TOKENS["<|misaligned|>"]
 
 
 def control_ids(scores, threshold):
@@ -26,7 +22,6 @@ class ConditionalObjective(MleObjective):
 
     name = "conditional"
     needs_scores = True
-    controllable = True
 
     @classmethod
     def segment_prefixes(cls, config, scores, rng, training):
@@ -34,10 +29,3 @@ class ConditionalObjective(MleObjective):
         if training and config.feedback.drop_control_fraction > 0:
             ids[rng.random(len(ids)) < config.feedback.drop_control_fraction] = -1
         return ids
-
-    def prompt_prefix(self, aligned=True):
-        return (ALIGNED_ID if aligned else MISALIGNED_ID,)
-
-    def banned_ids(self, aligned=True):
-        allowed = ALIGNED_ID if aligned else MISALIGNED_ID
-        return tuple(i for i in DEFAULT_BANNED_IDS if i != allowed)

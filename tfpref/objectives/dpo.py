@@ -13,9 +13,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfpref.errors import UserError
+from tfpref.data.batching import map_rows
+from tfpref.data.loading import load_preference_data, preference_split_arrays
 from tfpref.models.logprobs import completion_logprobs
 from tfpref.objectives.base import Objective, ObjectiveOutput
+from tfpref.rl.reference import reference_model
 
 DEFAULT_BETA = 0.1
 REFERENCE_FILE = "reference_logprobs.npz"
@@ -33,24 +35,14 @@ class DpoObjective(Objective):
     """Pairs (chosen first) of --data; implicit rewards beta * (log pi - log pi_ref) are logged."""
 
     name = "dpo"
-    packed = False
-    fine_tunes_policy = True
 
     def __init__(self, config):
         super().__init__(config)
         self.beta = config.feedback.beta or DEFAULT_BETA
 
     @classmethod
-    def check_config(cls, config):
-        if not config.train.init_from:
-            raise UserError("--objective dpo fine-tunes a pretrained policy (also the reference): "
-                            "give --init_from RUN_DIR")
-
-    @classmethod
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
         """Pairs of --data, each with its reference log-probs (from the cache if it matches)."""
-        from tfpref.data.loading import load_preference_data, preference_split_arrays
-
         loaded = preference_split_arrays(config, load_preference_data(config), wanted, pairs_only=True)
         path = os.path.join(config.model_dir, REFERENCE_FILE)
         cached = dict(np.load(path)) if os.path.exists(path) else {}
@@ -63,23 +55,18 @@ class DpoObjective(Objective):
                 data.arrays["reference_logprobs"] = cached[name]
                 continue
             if reference is None:
-                from tfpref.training.reference import reference_model
-
                 reference = reference_model(config)
             data.arrays["reference_logprobs"] = reference_logprobs(reference, data)
         return loaded
 
-    def prepare(self, trainer):
-        """Cache the reference log-probs in the run directory, for a resumed run to read."""
-        splits = {"train": trainer.train_data, "validation": trainer.eval_data}
+    def artifacts(self, train_data, eval_data):
+        """The reference log-probs, for a resumed run to read (its model is no longer the reference)."""
         arrays = {}
-        for name, data in splits.items():
+        for name, data in (("train", train_data), ("validation", eval_data)):
             if data is not None:
                 arrays[name] = data.arrays["reference_logprobs"]
                 arrays[f"{name}_key"] = _fingerprint(data)
-        path = os.path.join(self.config.model_dir, REFERENCE_FILE)
-        if trainer.checkpointer.is_chief and not os.path.exists(path):
-            np.savez(path, **arrays)
+        return {REFERENCE_FILE: arrays}
 
     def compute(self, batch, model, training):
         policy = completion_logprobs(model, batch["token_ids"], batch["padding_mask"],
@@ -99,15 +86,10 @@ class DpoObjective(Objective):
 
 def reference_logprobs(model, data, batch_size=32):
     """[n, 2] log p(completion | prompt) of every row of ArrayData `data` under `model`."""
-    arrays = data.arrays
-    n = data.num_examples
-    compute = tf.function(lambda ids, mask, completion: completion_logprobs(model, ids, mask, completion))
-    out = []
-    for start in range(0, n, batch_size):
-        rows = np.arange(start, start + batch_size) % n  # full batches: one trace
-        out.append(compute(arrays["token_ids"][rows], arrays["padding_mask"][rows],
-                           arrays["completion_mask"][rows]).numpy()[:min(batch_size, n - start)])
-    return np.concatenate(out).astype(np.float32)
+    compute = tf.function(lambda batch: completion_logprobs(model, batch["token_ids"], batch["padding_mask"],
+                                                            batch["completion_mask"]))
+    names = ("token_ids", "padding_mask", "completion_mask")
+    return map_rows(compute, {name: data.arrays[name] for name in names}, batch_size).astype(np.float32)
 
 
 def _fingerprint(data):

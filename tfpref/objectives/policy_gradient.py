@@ -1,12 +1,12 @@
 """Online policy-gradient fine-tuning: REINFORCE, RLOO and PPO with a KL penalty to the reference.
 
 Every step's data is made on the spot: a rollout samples completions of training prompts with the
-current policy (`tfpref.training.rollouts`), scores them, and estimates the per-token KL to the
+current policy (`tfpref.rl.rollouts`), scores them, and estimates the per-token KL to the
 frozen --init_from policy. The KL enters the reward, R' = R - kl_coef * KL (per token for PPO):
   * reinforce: loss_i = -(R'_i - b) sum_t log pi(a_t|s_t); b = 0 or a moving average of R'.
   * rloo: b = the mean R' of the prompt's other --samples_per_prompt - 1 completions
     (Ahmadian et al. 2024).
-  * ppo: a value head on the policy; per-token rewards -kl_coef kl_t, plus R at the last token;
+  * ppo: the policy's value head (a `CausalLM` with value_head=True); per-token rewards -kl_coef kl_t, plus R at the last token;
     GAE advantages (whitened over the rollout); the clipped surrogate
     max(-A r, -A clip(r, 1 - e, 1 + e)), r = pi / pi_old, averaged over the completion's tokens,
     plus value_coef times the clipped value loss; --ppo_epochs passes of --ppo_minibatches
@@ -17,11 +17,15 @@ completions per step; PPO one of batch_size x ppo_minibatches per ppo_epochs x p
 import numpy as np
 import tensorflow as tf
 
+from tfpref.data.pipeline import ArrayData, batch_order
+from tfpref.data.prompts import policy_prompts, prompt_arrays
 from tfpref.errors import UserError
-from tfpref.models.heads import ScalarHead
 from tfpref.models.logprobs import token_logprobs_from_logits
-from tfpref.objectives.base import Objective, ObjectiveOutput
-from tfpref.objectives.kl import KLController
+from tfpref.objectives.base import BatchPlan, Objective, ObjectiveOutput
+from tfpref.rewards import reward_function
+from tfpref.rl.kl import KLController
+from tfpref.rl.reference import reference_model
+from tfpref.rl.rollouts import RolloutMaker
 
 MOVING_AVERAGE_DECAY = 0.9
 
@@ -85,30 +89,13 @@ def whiten(values, mask):
 class PolicyGradientObjective(Objective):
     """What REINFORCE, RLOO and PPO share: rollouts, the KL controller, the loss and its metrics."""
 
-    packed = False
-    fine_tunes_policy = True
     clipped = False      # PPO's surrogate (and value loss) instead of the plain reward-scaled log-likelihood
 
     def __init__(self, config):
         super().__init__(config)
         align = config.align
         self.kl = KLController(align.kl_coef, align.target_kl, align.kl_horizon)
-        self.value_head = None  # PPO's
         self.maker = None
-
-    @classmethod
-    def check_config(cls, config):
-        align, train = config.align, config.train
-        if not train.init_from:
-            raise UserError(f"--objective {cls.name} fine-tunes a pretrained policy: give --init_from RUN_DIR")
-        if align.reward_model:  # checked now: nothing is written to the run directory before this
-            from tfpref.rewards import check_reward_model_dir
-
-            check_reward_model_dir(align.reward_model)
-        if cls.rollout_size(config) % align.samples_per_prompt:
-            raise UserError(f"--objective {cls.name}: a rollout of {cls.rollout_size(config)} completions "
-                            f"(--batch_size, times --ppo_minibatches for ppo) is not divisible by "
-                            f"--samples_per_prompt {align.samples_per_prompt}")
 
     @classmethod
     def rollout_size(cls, config):
@@ -121,8 +108,6 @@ class PolicyGradientObjective(Objective):
     @classmethod
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
         """Prompts of the training split; RL has no validation loss (evaluate.py measures reward)."""
-        from tfpref.data.prompts import policy_prompts, prompt_arrays
-
         data = config.data
         prompts = policy_prompts(data.data, "train", config.align.prompt_chars, data.text_field, data.max_chunk_chars)
         if not prompts:
@@ -136,16 +121,11 @@ class PolicyGradientObjective(Objective):
     def checkpoint_trackables(self):
         return {"kl_coef": self.kl.value}
 
-    def prepare(self, trainer):
-        from tfpref.rewards import reward_function
-        from tfpref.training.reference import reference_model
-        from tfpref.training.rollouts import RolloutMaker
-
+    def prepare(self, model):
         config = self.config
         reward = reward_function(config.align.reward_model, config.feedback.scorer)
-        self.maker = RolloutMaker(trainer.model, reference_model(config), self.value_head, reward,
-                                  config.align, config.runtime.jit_compile)
-        trainer.logger.text("train", 0, "reward_source", f"maximising {reward.description}")
+        self.maker = RolloutMaker(model, reference_model(config), reward, config.align, config.runtime.jit_compile)
+        return {"reward_source": f"maximising {reward.description}"}
 
     # ---- data: a rollout, then its optimizer steps ---------------------------------------------
 
@@ -153,15 +133,14 @@ class PolicyGradientObjective(Objective):
         """(advantages, returns) [n, T - 1] of a rollout's arrays, with `kl_coef` applied."""
         raise NotImplementedError
 
-    def train_batches(self, trainer, first_step):
-        from tfpref.data.pipeline import ArrayData, batch_order, distributed_dataset
-
+    def batch_plans(self, train_data, first_step):
+        """One BatchPlan per rollout: make it, then its optimizer steps over it."""
         config, align = self.config, self.config.align
         updates, size = self.updates_per_rollout(config), self.rollout_size(config)
         prompts_per_rollout = size // align.samples_per_prompt
         rollouts = -(-config.train.train_steps // updates)
-        prompts = trainer.train_data.arrays
-        order = batch_order(trainer.train_data.num_examples, rollouts, prompts_per_rollout, config.train.seed)
+        prompts = train_data.arrays
+        order = batch_order(train_data.num_examples, rollouts, prompts_per_rollout, config.train.seed)
         for index in range(first_step // updates, rollouts):
             rows = np.repeat(order[index], align.samples_per_prompt)  # a prompt's samples side by side
             seed = (config.train.seed * 1_000_003 + index) % 2**31
@@ -171,15 +150,14 @@ class PolicyGradientObjective(Objective):
             arrays["advantages"], arrays["returns"] = (x.astype(np.float32) for x in self.advantages(arrays))
             self.kl.update(float(arrays["kl"].sum(axis=1).mean()), size)
             step = index * updates
-            if index % max(1, config.runtime.log_every // updates) == 0:
-                trainer.logger.text("train", step + 1, "samples", _samples_markdown(rollout))
+            log_samples = index % max(1, config.runtime.log_every // updates) == 0
             # Each pass over the rollout visits it in a new order, cut into minibatches.
             passes = updates // (size // config.train.batch_size)
             step_order = np.concatenate([np.random.default_rng([config.train.seed, index, p]).permutation(size)
                                          for p in range(passes)]).reshape(updates, config.train.batch_size)
             skip = max(0, first_step - step)
-            yield from distributed_dataset(trainer.strategy, ArrayData(arrays, trainer.train_data.seq_len),
-                                           step_order[skip:], config.train.grad_accum, first_step=step + skip)
+            yield BatchPlan(ArrayData(arrays, train_data.seq_len), step_order[skip:], step + skip,
+                            {"samples": _samples_markdown(rollout)} if log_samples else {})
 
     # ---- the loss ----------------------------------------------------------------------------
 
@@ -195,7 +173,7 @@ class PolicyGradientObjective(Objective):
         if self.clipped:
             losses, was_clipped = ppo_policy_losses(logprobs, batch["logprobs"], advantages, mask,
                                                     self.config.align.clip_ratio)
-            values = self.value_head(hidden) * mask
+            values = model.value_head(hidden) * mask
             value_loss = value_losses(values, batch["values"], batch["returns"], mask, self.config.align.clip_ratio)
             losses += self.config.align.value_coef * value_loss
             log_ratio = (logprobs - batch["logprobs"]) * mask
@@ -250,13 +228,6 @@ class ReinforceObjective(PolicyGradientObjective):
 class RlooObjective(PolicyGradientObjective):
     name = "rloo"
 
-    @classmethod
-    def check_config(cls, config):
-        super().check_config(config)
-        if config.align.samples_per_prompt < 2:
-            raise UserError("--objective rloo needs --samples_per_prompt of at least 2 (the baseline is "
-                            "the mean reward of a prompt's other samples)")
-
     def advantages(self, arrays):
         totals = arrays["reward"] - arrays["kl_coef"] * arrays["kl"].sum(axis=1)
         advantages = totals - leave_one_out_baselines(totals, self.config.align.samples_per_prompt)
@@ -266,12 +237,6 @@ class RlooObjective(PolicyGradientObjective):
 class PpoObjective(PolicyGradientObjective):
     name = "ppo"
     clipped = True
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.value_head = ScalarHead(name="value_head")
-        self.value_head.build((None, None, config.model.d_model))
-        self.trainable_layers = [self.value_head]
 
     @classmethod
     def rollout_size(cls, config):

@@ -8,27 +8,19 @@ Losses (--reward_loss; auto picks by the data's format):
   * all_pairs: the mean Bradley-Terry loss over every ordered pair of a ranking;
   * regression: (r - mean rating)^2, weighted by the number of raters;
   * bce: binary cross-entropy of sigmoid(r) against the click-through rate, weighted by impressions.
-When training ends the rewards of the training completions are measured and the head learns to
-output them with mean 0 and std 1 (`RewardHead.mean/std`, saved in the checkpoint and the export).
+When training ends the rewards of the training completions are measured and the reward model's
+head is set to output them with mean 0 and std 1 (`RewardHead.mean/std`, saved in the checkpoint
+and the export). The model is a `RewardModel` task model (tfpref.models.tasks).
 """
-import json
-import os
-
-import keras
 import numpy as np
 import tensorflow as tf
 
-from tfpref.models.code_structure import CodeStructureEmbedding
-from tfpref.models.heads import ScalarHead, last_valid_state
-from tfpref.errors import UserError
+from tfpref.data.batching import map_rows
+from tfpref.data.loading import load_preference_data, preference_split_arrays
 from tfpref.objectives.base import Objective, ObjectiveOutput
 
-DEFAULT_LOSS = {"pairwise": "bradley_terry", "ranking": "plackett_luce", "rating": "regression",
-                "clicks": "bce"}
 PAIR_LOSSES = ("bradley_terry",)
 RANKING_LOSSES = ("plackett_luce", "all_pairs")
-FORMAT_LOSSES = {"regression": ("rating",), "bce": ("clicks",), "plackett_luce": ("ranking", "pairwise"),
-                 "all_pairs": ("ranking", "pairwise"), "bradley_terry": tuple(DEFAULT_LOSS)}
 NORMALIZATION_FILE = "reward_normalization.json"
 
 
@@ -100,95 +92,27 @@ def pairwise_correct(rewards, valid):
     return tf.reduce_sum(right, [1, 2]), tf.reduce_sum(both, [1, 2])
 
 
-@keras.saving.register_keras_serializable(package="tfpref")
-class RewardHead(keras.layers.Layer):
-    """Scalar reward of each sequence, normalised by stored statistics.
-
-    pooling "last": a projection of the last real token's state (the usual reward model);
-    "mean": the mean of a per-token score over the completion's tokens, a bias toward rewards
-    that are densities of local features (PEP 8 violations per byte is one).
-    `normalize=False` gives the raw score (what is trained); `mean` and `std` are set once after
-    training (`set_normalization`) so that served rewards have mean 0 and std 1 on the reference set.
-    """
-
-    def __init__(self, pooling="last", **kwargs):
-        super().__init__(**kwargs)
-        self.pooling = pooling
-        self.score = ScalarHead(name="score")
-
-    def build(self, input_shape):
-        self.score.build(input_shape)
-        self.mean = self.add_weight(shape=(), initializer="zeros", trainable=False, name="mean")
-        self.std = self.add_weight(shape=(), initializer="ones", trainable=False, name="std")
-
-    def call(self, hidden, padding_mask, completion_mask=None, normalize=True):
-        if self.pooling == "mean":
-            weights = tf.cast(padding_mask if completion_mask is None else completion_mask, tf.float32)
-            raw = tf.reduce_sum(self.score(hidden) * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
-        else:
-            raw = self.score(last_valid_state(hidden, padding_mask))
-        return (raw - self.mean) / self.std if normalize else raw
-
-    def set_normalization(self, mean, std):
-        self.mean.assign(mean)
-        self.std.assign(max(std, 1e-6))
-
-    def get_config(self):
-        return {**super().get_config(), "pooling": self.pooling}
-
-
 class RewardModelObjective(Objective):
     """Per-example loss of the --reward_loss chosen for the data (see the module docstring)."""
 
     name = "reward_model"
-    packed = False
+    result_files = {"reward_normalization": NORMALIZATION_FILE}
 
     def __init__(self, config):
         super().__init__(config)
-        self.loss = config.align.reward_loss
-        self.reward_head = RewardHead(config.align.reward_pooling, name="reward_head")
-        self.reward_head.build((None, None, config.model.d_model))
-        self.trainable_layers = [self.reward_head]
-        # Optional line-structure input of code (--code_structure), added to the token embeddings.
-        self.structure = None
-        if config.align.code_structure:
-            self.structure = CodeStructureEmbedding(config.model.d_model, name="code_structure")
-            self.structure.build()
-            self.trainable_layers.append(self.structure)
+        self.loss = config.align.reward_loss  # resolved from the data by tfpref.runs.resolve_config
 
     @classmethod
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
-        """Preference groups of --data, split by prompt; resolves --reward_loss auto."""
-        from tfpref.data.loading import load_preference_data, preference_split_arrays
-
-        data = load_preference_data(config)
-        align = config.align
-        if align.reward_loss == "auto":
-            align.reward_loss = DEFAULT_LOSS[data.kind]
-        if data.kind not in FORMAT_LOSSES[align.reward_loss]:
-            raise UserError(f"--reward_loss {align.reward_loss} does not fit {data.kind} data in "
-                            f"{config.data.data} (use {DEFAULT_LOSS[data.kind]} or bradley_terry)")
-        return preference_split_arrays(config, data, wanted, pairs_only=align.reward_loss == "bradley_terry")
-
-    def structure_offset(self, token_ids):
-        """The backbone's embedding offset: line-structure embeddings with --code_structure, else None."""
-        return None if self.structure is None else self.structure(token_ids)
+        """Preference groups of --data, split by prompt."""
+        return preference_split_arrays(config, load_preference_data(config), wanted,
+                                       pairs_only=config.align.reward_loss == "bradley_terry")
 
     def rewards(self, batch, model, training, normalize=False):
         """[n, k] rewards of the batch's completion groups."""
-        token_ids, mask = batch["token_ids"], batch["padding_mask"]
-        shape = tf.shape(token_ids)
-        flat_ids = tf.reshape(token_ids, [-1, shape[-1]])
-        flat_mask = tf.reshape(mask, [-1, shape[-1]])
-        flat_completion = tf.reshape(batch["completion_mask"], [-1, shape[-1]])
-        frozen = self.config.train.freeze_backbone
-        hidden = model.hidden_states(flat_ids, flat_mask, training=training and not frozen,
-                                     embedding_offset=self.structure_offset(flat_ids))
-        if frozen and self.structure is None:
-            # No gradient through the fixed backbone, unless it must reach the structure embeddings.
-            hidden = tf.stop_gradient(hidden)
-        rewards = self.reward_head(hidden, flat_mask, flat_completion, normalize=normalize)
-        return tf.reshape(rewards, shape[:2])
+        return model.group_rewards(batch["token_ids"], batch["padding_mask"], batch["completion_mask"],
+                                   normalize=normalize, training=training,
+                                   freeze_backbone=self.config.train.freeze_backbone)
 
     def compute(self, batch, model, training):
         rewards = self.rewards(batch, model, training)
@@ -237,22 +161,11 @@ class RewardModelObjective(Objective):
                     out[f"{name}_vs_ceiling"] = out[name] / out["accuracy_ceiling"]
         return out
 
-    def finish(self, trainer):
-        """Normalise the rewards over the training completions; saved in a new checkpoint."""
-        data = trainer.train_data
-        rewards = []
-        score = tf.function(lambda batch: self.rewards(batch, trainer.model, False))
-        gather = data.gatherer()
-        for rows in np.array_split(np.arange(data.num_examples), max(1, data.num_examples // 64)):
-            batch = gather(tf.constant(rows), tf.constant(rows))
-            values = score(batch).numpy()
-            rewards.append(values[batch["completion_valid"].numpy()])
-        rewards = np.concatenate(rewards)
+    def finish(self, model, train_data):
+        """Normalise the model's rewards over the training completions (mean 0, std 1)."""
+        score = tf.function(lambda batch: self.rewards(batch, model, False))
+        arrays = train_data.arrays
+        rewards = map_rows(score, arrays, 64)[arrays["completion_valid"]]
         mean, std = float(rewards.mean()), float(rewards.std())
-        self.reward_head.set_normalization(mean, std)
-        step = int(trainer.step.numpy())
-        trainer.checkpointer.save(step)
-        if trainer.checkpointer.is_chief:
-            with open(os.path.join(self.config.model_dir, NORMALIZATION_FILE), "w", encoding="utf-8") as f:
-                json.dump({"mean": mean, "std": std, "completions": int(len(rewards))}, f, indent=2)
-        return {"reward_normalization": {"mean": mean, "std": std}}
+        model.set_normalization(mean, std)
+        return {"reward_normalization": {"mean": mean, "std": std, "completions": int(len(rewards))}}

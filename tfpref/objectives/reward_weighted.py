@@ -9,7 +9,6 @@ The reward of a target token is minus its segment's misalignment score.
 """
 import tensorflow as tf
 
-from tfpref.models.heads import ScalarHead
 from tfpref.models.logprobs import sequence_logprobs, token_logprobs_from_logits
 from tfpref.objectives.base import ObjectiveOutput
 from tfpref.objectives.mle import MleObjective, lm_metrics, per_example
@@ -50,16 +49,11 @@ class RwrObjective(MleObjective):
 
 
 class AwrObjective(MleObjective):
-    """loss_i = sum_t [alpha w_t (-log p_t) + (1 - alpha) (V_t - r_t)^2] / (T - 1)."""
+    """loss_i = sum_t [alpha w_t (-log p_t) + (1 - alpha) (V_t - r_t)^2] / (T - 1); V is the
+    `CausalLM`'s value head."""
 
     name = "awr"
     needs_scores = True
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.value_head = ScalarHead(name="value_head")
-        self.value_head.build((None, None, config.model.d_model))
-        self.trainable_layers = [self.value_head]
 
     def compute(self, batch, model, training):
         token_ids, padding_mask = batch["token_ids"], batch["padding_mask"]
@@ -67,7 +61,7 @@ class AwrObjective(MleObjective):
         logprobs = token_logprobs_from_logits(model.logits_from_hidden(hidden), token_ids[:, 1:])
         rewards, mask = _rewards_and_mask(batch)
         logprobs *= mask
-        values = self.value_head(hidden) * mask
+        values = model.value_head(hidden) * mask
         feedback = self.config.feedback
         token_losses, weights = awr_token_losses(logprobs, values, rewards, feedback.awr_alpha,
                                                   feedback.beta or DEFAULT_BETA)

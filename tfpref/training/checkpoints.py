@@ -1,20 +1,17 @@
-"""Checkpoints: model, objective heads, optimizer, step (= data position), loss scale, RNG state.
+"""Checkpoints: the task model's weights, optimizer, step (= data position), loss scale, RNG state
+and the objective's state.
 
-Weights are saved as a flat {variable path: variable} mapping rather than through Keras's object
-graph: Keras 3 keeps sub-layers held in Python lists (the transformer's blocks) out of TensorFlow's
-checkpoint dependency graph, so `tf.train.Checkpoint(model=model)` would silently skip them.
-Dropout randomness lives in the layers' seed-generator variables, saved in order as `rng/<i>`. Under multi-worker training every worker must take part in a save; only the chief writes
-into the run directory, the others write to a scratch directory that is deleted right away.
+Weights are saved as a flat {variable path: variable} mapping (`tfpref.runs.weights_by_path`).
+Dropout randomness lives in the layers' seed-generator variables, saved in order as `rng/<i>`.
+Under multi-worker training every worker must take part in a save; only the chief writes into the
+run directory, the others write to a scratch directory that is deleted right away.
 """
 import os
 import shutil
 
 import tensorflow as tf
 
-
-def weights_by_path(*layers):
-    """{path: variable} of every weight of `layers`; the checkpoint key of each weight."""
-    return {v.path: v for layer in layers for v in layer.weights}
+from tfpref.runs import checkpoint_dir, weights_by_path
 
 
 def rng_states(*layers):
@@ -23,23 +20,11 @@ def rng_states(*layers):
     return {str(i): v for i, v in enumerate(states)}
 
 
-def restore_weights(layers, run_dir, flag="--init_from"):
-    """Load `layers`' weights from the latest checkpoint of `run_dir`; returns the checkpoint path."""
-    path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    if path is None:
-        from tfpref.errors import UserError
-        raise UserError(f"{flag} {run_dir}: no checkpoint found")
-    status = tf.train.Checkpoint(weights=weights_by_path(*layers)).restore(path)
-    status.assert_existing_objects_matched()  # every weight of the model was in the checkpoint
-    status.expect_partial()  # the optimizer and the rest are not wanted
-    return path
-
-
 class Checkpointer:
-    """Saves and restores `layers` (model and objective heads) plus other trackables.
+    """Saves and restores `layers` (a task model's `parts`) plus other trackables.
 
     Example:
-        >>> checkpointer = Checkpointer("logs/run", keep=3, is_chief=True, layers=[model],
+        >>> checkpointer = Checkpointer("logs/run", keep=3, is_chief=True, layers=model.parts,
         ...                             optimizer=optimizer, step=step)
     """
 
@@ -47,7 +32,7 @@ class Checkpointer:
         self.checkpoint = tf.train.Checkpoint(weights=weights_by_path(*layers), rng=rng_states(*layers),
                                               **trackables)
         self.is_chief = is_chief
-        self.directory = os.path.join(model_dir, "checkpoints")
+        self.directory = checkpoint_dir(model_dir)
         self.scratch = None if is_chief else os.path.join(model_dir, ".scratch", f"worker_{worker_id}")
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.directory if is_chief else self.scratch, max_to_keep=keep)

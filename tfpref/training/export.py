@@ -35,8 +35,10 @@ import tensorflow as tf
 
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
+from tfpref.models import Classifier, RewardModel
 from tfpref.models.logprobs import sequence_logprobs
-from tfpref.models.sampling import DEFAULT_BANNED_IDS, Sampler
+from tfpref.models.sampling import Sampler
+from tfpref.runs import checkpoint_step, load_run
 
 EXPORT_DIR = "export"
 _STRINGS = tf.TensorSpec([None], tf.string)
@@ -56,36 +58,35 @@ def _checked(texts, what, allow_empty_text, max_bytes, too_long, extra_tokens=0)
 
 
 class ServingModule(tf.Module):
-    """The exported object: a run's model (and classifier head) plus the serving functions."""
+    """The exported object: a run's task model plus the serving functions it has.
 
-    def __init__(self, model, head=None, classes=(), max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None,
-                 objective=None):
+    A `CausalLM` serves `generate` (asked for aligned text as it is conditioned: a control token
+    after BOS with the opposite one banned, or the aligned preference vector added to every
+    embedding) and `score`; a `RewardModel` serves `reward` and `score` (of its backbone); a
+    `Classifier` serves `classify` and `score`.
+    """
+
+    def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None):
         super().__init__(name="tfpref_serving")
-        self.model, self.head = model, head
+        self.task_model, self.model = model, model.backbone
         # Keras 3 layers held in Python lists are invisible to TensorFlow's object graph; listing
         # every variable here is what puts them all in the SavedModel.
-        self.reward_head = objective.reward_head if objective is not None else None
-        # A reward model's line-structure embeddings (--code_structure) feed its backbone's input.
-        self.structure = getattr(objective, "structure", None)
-        heads = [h for h in (head, self.reward_head, self.structure) if h is not None]
-        self.model_variables = list(model.variables) + [v for h in heads for v in h.variables]
-        self.classes = tf.constant(list(classes) or [""])
+        self.model_variables = [v for part in model.parts for v in part.variables]
+        self.classes = tf.constant(list(getattr(model, "classes", ())) or [""])
         self.max_length, self.seq_len = max_length, seq_len
         self.tokenizer = ByteTokenizer()
-        # Conditional runs generate as asked for aligned text: a control token after BOS, the
-        # opposite one banned, or the aligned preference vector added to every embedding.
-        self.prompt_prefix = tf.constant(list(objective.prompt_prefix(True)) if objective else [], tf.int32)
-        banned = objective.banned_ids(True) if objective else DEFAULT_BANNED_IDS
-        condition = objective.condition(1, True) if objective else None
-        self.condition = None if condition is None else tf.Variable(condition, trainable=False, name="condition")
-        self.sampler = Sampler(model, max_new_tokens=1, banned_ids=banned, jit_compile=False)
         # Only the functions this run serves become attributes: saving traces every one there is.
         self.score = tf.function(self._score, input_signature=[_STRINGS])
-        if self.reward_head is not None:
+        if isinstance(model, RewardModel):
             self.reward = tf.function(self._reward, input_signature=[_STRINGS, _STRINGS])
-        elif head is not None:
+        elif isinstance(model, Classifier):
             self.classify = tf.function(self._classify, input_signature=[_STRINGS])
         else:
+            self.prompt_prefix = tf.constant(list(model.prompt_prefix(True)), tf.int32)
+            condition = model.condition(1, True)
+            self.condition = None if condition is None else tf.Variable(condition, trainable=False,
+                                                                         name="condition")
+            self.sampler = Sampler(model, max_new_tokens=1, banned_ids=model.banned_ids(True), jit_compile=False)
             self.generate = tf.function(self._generate, input_signature=[
                 _STRINGS, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32),
                 tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
@@ -135,9 +136,7 @@ class ServingModule(tf.Module):
         completion_lengths = tf.minimum(tf.strings.length(completions), lengths - 1)
         completion_mask = tf.logical_and(mask, tf.logical_not(
             tf.sequence_mask(lengths - completion_lengths, tf.shape(ids)[1])))
-        offset = None if self.structure is None else self.structure(ids)
-        hidden = self.model.hidden_states(ids, mask, embedding_offset=offset)
-        return {"reward": self.reward_head(hidden, mask, completion_mask)}
+        return {"reward": self.task_model(ids, mask, completion_mask)}
 
     def _classify(self, texts):
         # As in training: BOS text EOS, cut to seq_len + 1 tokens (so no text is too long).
@@ -145,20 +144,19 @@ class ServingModule(tf.Module):
         ragged = self.tokenizer.encode_tf(texts, add_bos=True, add_eos=True)[:, :self.seq_len + 1]
         ids = ragged.to_tensor(PAD_ID)
         mask = tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1])
-        logits = self.head(self.model.hidden_states(ids, mask), mask)
+        logits = self.task_model(ids, mask)
         label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return {"probabilities": tf.nn.softmax(logits), "label_id": label_id,
                 "label": tf.gather(self.classes, label_id)}
 
 
-def export_model(model, directory, step, head=None, classes=(), seq_len=None, objective=None):
-    """Write the SavedModel to `directory`/export/`step`/ (written beside, then renamed, so a
-    reader never sees half an export) and return its path. `objective` conditions `generate`
-    on aligned text for conditional and preference-vector runs."""
-    module = ServingModule(model, head, classes, seq_len=seq_len, objective=objective)
-    if module.reward_head is not None:
+def export_model(model, directory, step, seq_len=None):
+    """Write the task model `model`'s SavedModel to `directory`/export/`step`/ (written beside, then
+    renamed, so a reader never sees half an export) and return its path."""
+    module = ServingModule(model, seq_len=seq_len)
+    if isinstance(model, RewardModel):
         signatures = {"reward": module.reward.get_concrete_function()}
-    elif head is not None:
+    elif isinstance(model, Classifier):
         signatures = {"classify": module.classify.get_concrete_function()}
     else:
         signatures = {"generate": module.generate.get_concrete_function()}
@@ -177,12 +175,8 @@ def export_model(model, directory, step, head=None, classes=(), seq_len=None, ob
 
 def export_run(model_dir):
     """Export a run directory's latest checkpoint; returns the export path."""
-    from tfpref.evaluation.run import load_run  # late: evaluation imports training modules
-
-    config, model, objective, checkpoint = load_run(model_dir)
-    step = int(checkpoint.rsplit("-", 1)[-1])
-    head = objective.head if objective.needs_labels else None
-    return export_model(model, model_dir, step, head, config.classes, config.data.seq_len, objective)
+    config, model, checkpoint = load_run(model_dir)
+    return export_model(model, model_dir, checkpoint_step(checkpoint), config.data.seq_len)
 
 
 __all__ = ["export_model", "export_run", "ServingModule", "EXPORT_DIR"]

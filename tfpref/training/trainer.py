@@ -25,9 +25,9 @@ class Trainer:
     """Trains `model` on `objective` under `strategy`; see `tfpref.training.run` for the set-up.
 
     Args:
-        config: the validated RunConfig.
+        config: the resolved, validated RunConfig.
         strategy: a tf.distribute.Strategy; model, objective and optimizer were built in its scope.
-        model, objective, optimizer, loss_scale: what to train and how.
+        model: the task model (tfpref.models.tasks); objective, optimizer, loss_scale: how to train it.
         step: int64 tf.Variable, optimizer steps taken; it is also the data position.
         train_data, eval_data: TokenData of the train and validation splits (eval_data may be None).
         logger: RunLogger; checkpointer: Checkpointer.
@@ -42,7 +42,7 @@ class Trainer:
         self.logger, self.checkpointer = logger, checkpointer
         self.global_batch = config.train.batch_size
         self.grad_accum = config.train.grad_accum
-        self.variables = objective.trainable_variables(model)
+        self.variables = model.trainable_weights_of(config.train.freeze_backbone)
         jit = config.runtime.jit_compile and not several_replicas_on_cpu(strategy)
         self._replica_gradients = tf.function(self._gradients_on_replica, jit_compile=jit)
         self._replica_eval = tf.function(self._eval_on_replica, jit_compile=jit)
@@ -123,7 +123,7 @@ class Trainer:
         """Train up to `train_steps`, resuming from the step counter. Returns final metrics."""
         runtime, total = self.config.runtime, self.config.train.train_steps
         start = int(self.step.numpy())
-        dataset = self.objective.train_batches(self, start)
+        dataset = self._train_batches(start)
         tokens_per_step = self.global_batch * self.train_data.seq_len
         window = _Window()
         last = {}
@@ -156,6 +156,14 @@ class Trainer:
         if validation:
             self.logger.scalars("eval", final_step, validation)
         return {"step": final_step, **last, **{f"validation_{k}": v for k, v in validation.items()}}
+
+    def _train_batches(self, first_step):
+        """Distributed batches of the objective's plans, for steps first_step + 1, ..."""
+        for plan in self.objective.batch_plans(self.train_data, first_step):
+            for name, markdown in plan.texts.items():
+                self.logger.text("train", plan.first_step + 1, name, markdown)
+            yield from distributed_dataset(self.strategy, plan.data, plan.order, self.grad_accum,
+                                           first_step=plan.first_step)
 
     def _train_scalars(self, window, tokens_per_step):
         scalars = self.objective.summarize(window.metric_means())

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tfpref.data.tokenizer import PAD_ID, ByteTokenizer
 from tfpref.models.logprobs import token_logprobs_from_logits
 from tfpref.models.sampling import Sampler
-from tfpref.objectives.kl import kl_estimates
+from tfpref.rl.kl import kl_estimates
 
 
 @dataclass
@@ -50,13 +50,14 @@ class RolloutMaker:
     """Makes rollouts for `policy` against the frozen `reference`.
 
     Args:
-        policy, reference: language models; value_head: a ScalarHead on the policy (PPO) or None.
+        policy: the `CausalLM` being trained (its value head, if any, gives the values: PPO).
+        reference: the frozen reference `CausalLM`.
         reward: callable (prompts, completions, finished) -> rewards, see `tfpref.rewards`.
         align: the run's AlignConfig; jit_compile: compile sampling and the forward passes.
     """
 
-    def __init__(self, policy, reference, value_head, reward, align, jit_compile=True):
-        self.reward, self.align, self.value_head = reward, align, value_head
+    def __init__(self, policy, reference, reward, align, jit_compile=True):
+        self.reward, self.align = reward, align
         self.sampler = Sampler(policy, align.max_new_tokens, jit_compile=jit_compile)
         self.tokenizer = ByteTokenizer()
 
@@ -66,7 +67,7 @@ class RolloutMaker:
             values = head(hidden) if head is not None else tf.zeros_like(logprobs)
             return logprobs, values
 
-        self._policy_pass = tf.function(lambda ids, mask: forward(policy, value_head, ids, mask),
+        self._policy_pass = tf.function(lambda ids, mask: forward(policy, policy.value_head, ids, mask),
                                         jit_compile=jit_compile)
         self._reference_pass = tf.function(lambda ids, mask: forward(reference, None, ids, mask)[0],
                                            jit_compile=jit_compile)

@@ -1,0 +1,102 @@
+"""`tfpref evaluate` (evaluate.py): a run's metrics on a held-out split, samples, or its export."""
+import argparse
+import os
+import sys
+
+from tfpref.cli.common import OneLineErrorParser, add_output_flags, run_cli
+from tfpref.errors import UserError
+from tfpref.evaluation.generation import SamplingSettings
+from tfpref.evaluation.misalignment import MisalignmentSettings
+from tfpref.evaluation.policy import PolicyEvalSettings
+from tfpref.evaluation.run import evaluate_run, format_report
+from tfpref.training.export import export_run
+
+
+def build_evaluate_parser():
+    parser = OneLineErrorParser(
+        prog="evaluate.py" if sys.argv[0].endswith("evaluate.py") else "tfpref evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Evaluate a run directory's latest checkpoint on a held-out split. The model, data "
+                    "and objective come from the run's config.json. Writes <model_dir>/eval/metrics.json "
+                    "and TensorBoard scalars under <model_dir>/eval.")
+    parser.add_argument("--model_dir", required=True, help="Run directory to evaluate.")
+    parser.add_argument("--split", default="validation", choices=["validation", "test"],
+                        help="Held-out split.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Examples per evaluation batch.")
+    parser.add_argument("--max_batches", type=int, default=None, help="Stop after this many batches.")
+    parser.add_argument("--export", action="store_true",
+                        help="Instead of evaluating, write the latest checkpoint as a SavedModel to "
+                             "<model_dir>/export/<step>/ (TensorFlow Serving layout).")
+    sampling = parser.add_argument_group(
+        "sampling", "Language-model runs also complete prompts: samples go to <model_dir>/eval/samples.jsonl, "
+                    "diversity (distinct-1/2, Self-BLEU) and, with references, BLEU and ROUGE-L to the metrics.")
+    sampling.add_argument("--num_samples", type=int, default=16,
+                          help="Prompts to complete (the first N of --prompts or of the split); 0 skips sampling.")
+    sampling.add_argument("--max_new_tokens", type=int, default=None,
+                          help="Longest completion, in tokens (bytes). Default 256 (a policy run's own "
+                               "--max_new_tokens for policy evaluation).")
+    sampling.add_argument("--temperature", type=float, default=None,
+                          help="Sampling temperature; 0 is greedy. Default 1.0 (0.7 for --scorer samples).")
+    sampling.add_argument("--top_k", type=int, default=0, help="Sample among the k likeliest tokens; 0 is off.")
+    sampling.add_argument("--top_p", type=float, default=None,
+                          help="Nucleus sampling: the likeliest tokens holding this much probability; 1 is off. "
+                               "Default 1.0 (0.9 for --scorer samples).")
+    sampling.add_argument("--seed", type=int, default=0, help="Seed of the sampling (same seed, same samples).")
+    sampling.add_argument("--prompts", default=None,
+                          help="Prompts file: JSONL with 'prompt' and optional 'reference' (or 'completion'), or "
+                               "one prompt per line. Default: the first line of each held-out chunk, with the "
+                               "rest of the chunk as reference.")
+    feedback = parser.add_argument_group(
+        "misalignment", "With --scorer: unconditional samples (from BOS; conditioned on <|aligned|> or the "
+                        "aligned preference vector for conditional runs) are scored. Reports mean misalignment, "
+                        "score_max@25, the fraction of samples with any violation, the parse rate (pep8), KL from "
+                        "--reference_dir's model, and held-out LM loss on aligned and on all text. Samples go to "
+                        "<model_dir>/eval/unconditional_samples.jsonl.")
+    feedback.add_argument("--scorer", default=None,
+                          help="pep8, profanity, pii or package.module:function. Default: no misalignment evaluation.")
+    feedback.add_argument("--scorer_samples", type=int, default=1024, help="Unconditional samples to score.")
+    feedback.add_argument("--reference_dir", default=None,
+                          help="Run directory of the reference model for the KL estimate (e.g. an MLE run).")
+    policy = parser.add_argument_group(
+        "policy", "Runs that fine-tune a policy (dpo, reinforce, rloo, ppo) are compared with their reference "
+                  "(--init_from) on --num_samples held-out prompts: mean reward under the reward model and/or "
+                  "--scorer, win-rate against the reference, KL to the reference, and held-out NLL drift. "
+                  "Completions go to <model_dir>/eval/policy_samples.jsonl.")
+    policy.add_argument("--reward_model", default=None,
+                        help="reward_model run directory to judge with. Default: the run's own --reward_model.")
+    add_output_flags(parser)
+    return parser
+
+
+def _evaluate(argv):
+    args = build_evaluate_parser().parse_args(argv)
+    if args.batch_size <= 0:
+        raise UserError(f"--batch_size must be positive, got {args.batch_size}")
+    if args.export:
+        print(f"SavedModel: {export_run(args.model_dir)}")
+        return 0
+    # Prompt completions default to the model's own distribution; scorer samples to the paper's
+    # temperature 0.7, top-p 0.9. A flag given explicitly applies to both.
+    policy = PolicyEvalSettings(args.num_samples, args.reward_model or "", args.scorer or "",
+                                _given(args.max_new_tokens, 0), _given(args.temperature, -1.0), args.seed,
+                                batch_size=args.batch_size)
+    max_new_tokens = _given(args.max_new_tokens, 256)
+    sampling = SamplingSettings(args.num_samples, max_new_tokens, _given(args.temperature, 1.0),
+                                args.top_k, _given(args.top_p, 1.0), args.seed, args.prompts, args.batch_size)
+    misalignment = None
+    if args.scorer:
+        misalignment = MisalignmentSettings(args.scorer, args.scorer_samples, max_new_tokens,
+                                            _given(args.temperature, 0.7), _given(args.top_p, 0.9), args.top_k,
+                                            args.seed, args.reference_dir)
+    report = evaluate_run(args.model_dir, args.split, args.batch_size, args.max_batches, sampling, misalignment,
+                          policy)
+    print(format_report(report))
+    print(f"Written: {os.path.join(args.model_dir, 'eval', 'metrics.json')}")
+    return 0
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
+def main(argv=None):
+    return run_cli(_evaluate, sys.argv[1:] if argv is None else argv)
