@@ -11,7 +11,7 @@ import tensorflow as tf
 from tfpref.cli import evaluate_main, train_main
 from tfpref.config import ModelConfig
 from tfpref.data.tokenizer import ByteTokenizer
-from tfpref.models import build_model
+from tfpref.models import CausalLM, Classifier, build_model, build_task_model
 from tfpref.models.heads import ClassifierHead
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
@@ -59,7 +59,7 @@ def generate_call(prompts, temperature, seed=0, new=NEW, top_k=0, top_p=1.0):
 
 @pytest.mark.parametrize("name", ["transformer", "lstm"])
 def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_path, name):
-    model = build_model(ModelConfig(model=name, d_model=32, num_layers=2, num_heads=2, ff_dim=64), seed=5)
+    model = CausalLM(build_model(ModelConfig(model=name, d_model=32, num_layers=2, num_heads=2, ff_dim=64), seed=5))
     path = export_model(model, str(tmp_path), step=7)
     assert path == str(tmp_path / "export" / "7") and os.path.exists(os.path.join(path, "saved_model.pb"))
 
@@ -98,16 +98,16 @@ def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_pa
 
 
 def test_classifier_export_serves_classify(tmp_path):
-    model = build_model(ModelConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64), seed=5)
-    head = ClassifierHead(3, name="classifier")
-    head.build((None, None, 32))
+    model = Classifier(build_model(ModelConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64), seed=5),
+                       ["a", "b", "c"])
+    head = model.head
     head.projection.kernel.assign(tf.random.normal(head.projection.kernel.shape, seed=1))
-    path = export_model(model, str(tmp_path), step=1, head=head, classes=["a", "b", "c"], seq_len=16)
+    path = export_model(model, str(tmp_path), step=1, seq_len=16)
     served = serve(path, {"classify": ["classify", {"texts": TEXTS}]})["classify"]
     encoded = [TOKENIZER.encode(t, add_bos=True, add_eos=True)[:17] for t in TEXTS]
     width = max(map(len, encoded))
     ids = np.array([np.pad(e, (0, width - len(e))) for e in encoded])
-    probabilities = tf.nn.softmax(head(model.hidden_states(ids, ids != 0), ids != 0)).numpy()
+    probabilities = tf.nn.softmax(head(model.backbone.hidden_states(ids, ids != 0), ids != 0)).numpy()
     np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-5)
     assert served["label"] == [["a", "b", "c"][i] for i in probabilities.argmax(1)]
 
@@ -134,25 +134,23 @@ def test_training_exports_at_the_end_and_evaluate_can_export_again(tmp_path):
 def test_reward_export_cuts_and_pools_as_training_does(tmp_path, pooling, code_structure):
     from tfpref.config import RunConfig
     from tfpref.data.preferences import encode_groups
-    from tfpref.objectives.reward_model import RewardModelObjective
-
     config = RunConfig(model_dir=str(tmp_path))
     config.model = ModelConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64)
     config.data.seq_len, config.align.reward_pooling = 12, pooling
     config.align.code_structure = code_structure
-    model = build_model(config.model, seed=3)
-    objective = RewardModelObjective(config)
-    score = objective.reward_head.score.projection
+    config.train.objective = "reward_model"
+    model = build_task_model(config, seed=3)
+    score = model.reward_head.score.projection
     score.kernel.assign(tf.random.normal(score.kernel.shape, seed=2))
     if code_structure:  # zero at initialisation: random, so that leaving it out would show
-        table = objective.structure.embedding.embeddings
+        table = model.structure.embedding.embeddings
         table.assign(tf.random.normal(table.shape, seed=4))
-    objective.reward_head.set_normalization(0.5, 2.0)
+    model.set_normalization(0.5, 2.0)
     prompts = ["def f(x):\n", "a much longer prompt than fits", "p"]
     completions = ["    return x\n", "tail", "a completion longer than twelve bytes"]  # cut three ways
     arrays = encode_groups(prompts, [(c,) for c in completions], config.data.seq_len)
-    library = objective.rewards({k: tf.constant(v) for k, v in arrays.items()}, model, False, normalize=True)
-    path = export_model(model, str(tmp_path), 1, seq_len=config.data.seq_len, objective=objective)
+    library = model.group_rewards(arrays["token_ids"], arrays["padding_mask"], arrays["completion_mask"])
+    path = export_model(model, str(tmp_path), 1, seq_len=config.data.seq_len)
     served = tf.saved_model.load(path).signatures["reward"](prompts=tf.constant(prompts),
                                                             completions=tf.constant(completions))["reward"]
     np.testing.assert_allclose(served.numpy(), library.numpy()[:, 0], rtol=1e-5, atol=1e-5)

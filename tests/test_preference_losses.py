@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfpref.objectives.dpo import dpo_losses
-from tfpref.objectives.kl import KLController, kl_estimates
+from tfpref.rl.kl import KLController, kl_estimates
 from tfpref.objectives.policy_gradient import (gae, leave_one_out_baselines, ppo_policy_losses,
                                                reinforce_losses, value_losses)
 from tfpref.objectives.reward_model import (all_pairs_losses, bradley_terry_losses, ceiling_sums,
