@@ -15,8 +15,7 @@ import os
 import tensorflow as tf
 
 from tfpref.config import DEFAULT_REWARD_LOSS, REWARD_LOSS_KINDS, RunConfig, incompatible_fields
-from tfpref.data.labeled import load_labeled_splits
-from tfpref.data.loading import load_preference_data
+from tfpref.data.loading import labeled_classes, preference_kind
 from tfpref.errors import UserError
 from tfpref.models import build_task_model
 
@@ -92,12 +91,12 @@ def resolve_config(config):
     adopt_init_from(config)
     objective, data = config.train.objective, config.data
     if objective == "classify":
-        _, classes = load_labeled_splits(data)
+        classes = labeled_classes(data)
         if config.classes and config.classes != classes:
             raise UserError(f"--data {data.data}: classes {classes} differ from the run's {config.classes}")
         config.classes = classes
     if objective == "reward_model":
-        kind = load_preference_data(config).kind
+        kind = preference_kind(data.data)
         if config.align.reward_loss == "auto":
             config.align.reward_loss = DEFAULT_REWARD_LOSS[kind]
         if kind not in REWARD_LOSS_KINDS[config.align.reward_loss]:

@@ -31,9 +31,14 @@ class Document:
     text: str
 
 
+def hash_bucket(key):
+    """0..99 from a hash of `key`: the same on every run and machine (what the splits are cut from)."""
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:4], "big") % 100
+
+
 def split_of(key):
     """'train', 'validation' or 'test' for a document key; stable across runs and machines."""
-    bucket = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:4], "big") % 100
+    bucket = hash_bucket(key)
     return "train" if bucket < 90 else "validation" if bucket < 95 else "test"
 
 
@@ -184,7 +189,8 @@ def load_documents(data, text_field="text", max_chunk_chars=4096):
         documents = list(_text_file_documents(files, root))
         if len(files) == 1 and documents:
             # One file: split its chunks rather than the whole file, or one split gets everything.
-            documents = [Document(f"chunk:{i}", c) for i, c in enumerate(chunk_text(documents[0].text, max_chunk_chars))]
+            chunks = chunk_text(documents[0].text, max_chunk_chars)
+            documents = [Document(f"chunk:{i}", c) for i, c in enumerate(chunks)]
         source = data
     if not documents:
         raise UserError(f"--data: {source} contains no text")

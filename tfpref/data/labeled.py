@@ -3,15 +3,14 @@
 With `--data stdlib` each chunk of the standard library is labelled `pep8_clean` (no pycodestyle
 violation) or `pep8_violations`, so classification works offline with no labelled file.
 """
-from tfpref.data.corpus import chunk_text, jsonl_records, load_splits, split_of
+from tfpref.data.corpus import SPLITS, chunk_text, jsonl_records, load_splits, split_of
 from tfpref.errors import UserError, location
+from tfpref.scorers.pep8 import pep8_violations_many
 
 PEP8_CLASSES = ("pep8_clean", "pep8_violations")
 
 
 def pep8_labels(chunks):
-    from tfpref.scorers.pep8 import pep8_violations_many
-
     return [PEP8_CLASSES[count > 0] for count in pep8_violations_many(chunks)]
 
 
@@ -26,25 +25,48 @@ def _labeled_records(path, text_field, label_field):
         yield number, record[text_field], str(record[label_field])
 
 
+def _jsonl_examples(data_config):
+    """(split, text, label) of each example of a labelled JSONL --data; any other --data but stdlib
+    is a UserError."""
+    if not data_config.data.endswith(".jsonl"):
+        raise UserError(f"--data {data_config.data}: classification needs a .jsonl file with "
+                        f"'{data_config.text_field}' and '{data_config.label_field}' fields, or 'stdlib'")
+    for number, text, label in _labeled_records(data_config.data, data_config.text_field, data_config.label_field):
+        for chunk in chunk_text(text, data_config.max_chunk_chars)[:1]:  # one example per record (none if empty)
+            yield split_of(f"line:{number}"), chunk, label
+
+
+def _classes(data_config, train_labels):
+    classes = sorted(set(train_labels))
+    if len(classes) < 2:
+        raise UserError(f"--data {data_config.data}: the training split has {len(classes)} class(es); "
+                        f"classification needs at least 2")
+    return classes
+
+
+def labeled_classes(data_config):
+    """The sorted class names of the training split, as `load_labeled_splits` finds them: what a
+    classification run's config.classes holds. Reads the data and nothing else."""
+    if data_config.data == "stdlib":
+        # Labelling the whole library takes pycodestyle a minute: stop once every class has turned up.
+        seen = set()
+        for chunk in load_splits("stdlib", max_chunk_chars=data_config.max_chunk_chars)["train"]:
+            seen.update(pep8_labels([chunk]))
+            if len(seen) == len(PEP8_CLASSES):
+                break
+        return _classes(data_config, seen)
+    return _classes(data_config, [label for split, _, label in _jsonl_examples(data_config) if split == "train"])
+
+
 def load_labeled_splits(data_config):
     """{split: (texts, labels)} and the sorted class names."""
-    splits = {name: ([], []) for name in ("train", "validation", "test")}
+    splits = {name: ([], []) for name in SPLITS}
     if data_config.data == "stdlib":
         chunk_splits = load_splits("stdlib", max_chunk_chars=data_config.max_chunk_chars)
         for name, chunks in chunk_splits.items():
             splits[name] = (chunks, pep8_labels(chunks))
-    elif data_config.data.endswith(".jsonl"):
-        for number, text, label in _labeled_records(data_config.data, data_config.text_field,
-                                                  data_config.label_field):
-            for chunk in chunk_text(text, data_config.max_chunk_chars)[:1]:  # one example per record
-                texts, labels = splits[split_of(f"line:{number}")]
-                texts.append(chunk)
-                labels.append(label)
     else:
-        raise UserError(f"--data {data_config.data}: classification needs a .jsonl file with "
-                        f"'{data_config.text_field}' and '{data_config.label_field}' fields, or 'stdlib'")
-    classes = sorted(set(splits["train"][1]))
-    if len(classes) < 2:
-        raise UserError(f"--data {data_config.data}: the training split has {len(classes)} class(es); "
-                        f"classification needs at least 2")
-    return splits, classes
+        for split, text, label in _jsonl_examples(data_config):
+            splits[split][0].append(text)
+            splits[split][1].append(label)
+    return splits, _classes(data_config, splits["train"][1])

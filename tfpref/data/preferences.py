@@ -20,13 +20,12 @@ the ceiling on accuracy is computed: "annotator_p" on a pair (the probability th
 chosen completion); "annotator_rewards" (one per completion) and "annotator_temperature" on a
 ranking (it prefers completion i to j with probability sigmoid((r_i - r_j) / T)).
 """
-import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from tfpref.data.corpus import jsonl_records
+from tfpref.data.corpus import SPLITS, hash_bucket, jsonl_records
 from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
 from tfpref.errors import UserError, location
 
@@ -36,7 +35,10 @@ FORMATS = {  # name -> the fields that identify it
     "clicks": ("clicks", "impressions"),
     "rating": ("rating",),
 }
-VALIDATION_PERCENT = 10  # prompts hashed into the held-out split
+# Prompts are hashed into 100 buckets: the lowest are validation (as they always were), the
+# highest test (as in a corpus, where test is the top of the range), the rest train.
+VALIDATION_PERCENT = 10
+TEST_PERCENT = 10
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,10 @@ class PreferenceSet:
     source: str = ""
 
     def split(self, name):
-        """The items of the 'train' or 'validation' split (by a hash of the prompt, so every
-        completion of a prompt lands on the same side)."""
-        wanted = name == "validation"
-        return PreferenceSet(self.kind, [p for p in self.items if _held_out(p.prompt) == wanted], self.source)
+        """The items of the 'train', 'validation' or 'test' split (see `prompt_split`)."""
+        if name not in SPLITS:  # never a silent fallback to another split
+            raise ValueError(f"unknown split {name!r} (choose from {', '.join(SPLITS)})")
+        return PreferenceSet(self.kind, [p for p in self.items if prompt_split(p.prompt) == name], self.source)
 
     def comparisons(self):
         """[(prompt, chosen, rejected, margin, annotator_p)]: every ordered pair the data implies.
@@ -105,9 +107,13 @@ class PreferenceSet:
         return float(np.mean([max(p, 1 - p) for p in probabilities]))
 
 
-def _held_out(prompt):
-    digest = hashlib.sha1(prompt.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < VALIDATION_PERCENT
+def prompt_split(prompt):
+    """'train', 'validation' or 'test' for a prompt, by a hash of it: stable across runs and
+    machines, and every completion of a prompt lands in the same split."""
+    bucket = hash_bucket(prompt)
+    if bucket < VALIDATION_PERCENT:
+        return "validation"
+    return "test" if bucket >= 100 - TEST_PERCENT else "train"
 
 
 # ---- reading and validation ------------------------------------------------------------------

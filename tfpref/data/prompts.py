@@ -2,12 +2,16 @@
 
 From a corpus (stdlib by default) a prompt is the start of a top-level function or class: its
 first lines, cut at a line end, up to --prompt_chars characters (the first line alone if it is
-longer, cut at that length). From a JSONL file, its "prompt" field (preference files have one).
+longer, cut at that length). From a JSONL file, its "prompt" field (preference files have one);
+the records are split by prompt as preference records are, so the held-out prompts of a run on
+a preference file (its evaluation prompts) are exactly those it never trained on.
 """
 import os
 
 from tfpref.data.corpus import jsonl_records, load_splits
-from tfpref.data.tokenizer import ByteTokenizer
+from tfpref.data.pipeline import ArrayData
+from tfpref.data.preferences import prompt_split
+from tfpref.data.tokenizer import ByteTokenizer, left_pad
 from tfpref.errors import UserError, location
 
 _STARTS = ("def ", "async def ", "class ", "@")
@@ -25,7 +29,7 @@ def prompt_of(chunk, max_chars):
 
 
 def policy_prompts(data, split, max_chars, text_field="text", max_chunk_chars=4096):
-    """Distinct prompts of the `split` of corpus `data`, in a stable order."""
+    """Distinct prompts of the `split` ('train', 'validation' or 'test') of `data`, in a stable order."""
     if data.endswith(".jsonl") and os.path.isfile(data):
         prompts = []
         for number, record in jsonl_records(data):
@@ -34,7 +38,8 @@ def policy_prompts(data, split, max_chars, text_field="text", max_chunk_chars=40
                                 f"a JSONL file's 'prompt' field)")
             if not isinstance(record["prompt"], str):
                 raise UserError(f"{location(data, number, 'prompt')} must be a string")
-            prompts.append(record["prompt"][-max_chars:])
+            if prompt_split(record["prompt"]) == split:  # the whole prompt, as preference records split
+                prompts.append(record["prompt"][-max_chars:])
     else:
         chunks = [c for c in load_splits(data, text_field, max_chunk_chars)[split] if c.strip()]
         functions = [c for c in chunks if c.startswith(_STARTS)]
@@ -44,16 +49,12 @@ def policy_prompts(data, split, max_chars, text_field="text", max_chunk_chars=40
 
 def encode_prompts(prompts):
     """(ids int32 [n, width], mask bool), each row BOS + prompt, left-padded to the longest."""
-    from tfpref.models.sampling import left_pad
-
     tokenizer = ByteTokenizer()
     return left_pad([tokenizer.encode(p, add_bos=True) for p in prompts])
 
 
 def prompt_arrays(prompts, seq_len):
     """The RL training data: ArrayData of left-padded prompt ids."""
-    from tfpref.data.pipeline import ArrayData
-
     ids, mask = encode_prompts(prompts)
     return ArrayData({"prompt_ids": ids, "prompt_mask": mask}, seq_len)
 

@@ -13,12 +13,14 @@ each segment (conditional training); these hooks are classmethods of the objecti
 """
 import numpy as np
 
+from tfpref.config import GRANULARITIES  # noqa: F401 - re-exported: what --segment may be
 from tfpref.data.corpus import load_split_documents
 from tfpref.data.pipeline import TokenData, pack_windows
 from tfpref.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL
 from tfpref.errors import UserError
+from tfpref.scorers import get_scorer
+from tfpref.scorers.cache import cached_scores
 
-GRANULARITIES = ("document", "chunk", "line")
 
 
 def score_segments(documents, scorer, granularity, show_progress=True):
@@ -26,8 +28,6 @@ def score_segments(documents, scorer, granularity, show_progress=True):
 
     `segments` are strings that concatenate back to the chunk; `scores` float64 [len(segments)].
     """
-    from tfpref.scorers.cache import cached_scores
-
     chunks = [chunk for document in documents for chunk in document]
     if granularity == "line":
         line_scores = cached_scores(scorer, "lines", chunks, show_progress)
@@ -93,8 +93,6 @@ def keep_segments(scored_chunks, keep):
 
 def load_scored_token_data(config, objective_cls, wanted=("train", "validation"), show_progress=True):
     """{split: TokenData with scores} for the `wanted` splits, shaped by the objective's hooks."""
-    from tfpref.scorers import get_scorer
-
     data, feedback = config.data, config.feedback
     scorer = get_scorer(feedback.scorer)
     documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars)

@@ -19,6 +19,19 @@ CONTROL_TOKENS = {"<|mask|>": 3, "<|reconstruct|>": 4, "<|aligned|>": 5, "<|misa
 VOCAB_SIZE = NUM_SPECIAL + 256
 
 
+def left_pad(sequences, width=None, pad_id=PAD_ID):
+    """(ids int32 [batch, width], mask bool) of id sequences, padded on the left to `width`
+    (default: the longest)."""
+    longest = max([len(s) for s in sequences] + [width or 0])
+    ids = np.full((len(sequences), longest), pad_id, np.int32)
+    mask = np.zeros((len(sequences), longest), bool)
+    for row, sequence in enumerate(sequences):
+        if len(sequence):
+            ids[row, -len(sequence):] = sequence
+            mask[row, -len(sequence):] = True
+    return ids, mask
+
+
 class ByteTokenizer:
     """Bytes of UTF-8 text, shifted past the reserved ids.
 

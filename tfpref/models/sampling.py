@@ -24,24 +24,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
-from tfpref.data.tokenizer import BOS_ID, CONTROL_IDS, EOS_ID, PAD_ID
+from tfpref.data.tokenizer import BOS_ID, CONTROL_IDS, EOS_ID, PAD_ID, left_pad  # noqa: F401 (left_pad re-exported)
 
 # Ids a model must never emit by default: padding, a second BOS, control tokens (they are inputs:
 # conditional training puts them in prompts; the model should not choose them itself).
 DEFAULT_BANNED_IDS = (PAD_ID, BOS_ID) + CONTROL_IDS
-
-
-def left_pad(sequences, width=None, pad_id=PAD_ID):
-    """(ids int32 [batch, width], mask bool) of id sequences, padded on the left to `width`
-    (default: the longest)."""
-    longest = max([len(s) for s in sequences] + [width or 0])
-    ids = np.full((len(sequences), longest), pad_id, np.int32)
-    mask = np.zeros((len(sequences), longest), bool)
-    for row, sequence in enumerate(sequences):
-        if len(sequence):
-            ids[row, -len(sequence):] = sequence
-            mask[row, -len(sequence):] = True
-    return ids, mask
 
 
 def filter_logits(logits, top_k, top_p):
