@@ -245,7 +245,7 @@ def main():
               "records": len(preferences.items), "completions_per_prompt": args.completions_per_prompt,
               "comparisons": comparisons}
     rm_row["rm_vs_ceiling"] = rm_row["rm_accuracy"] / rm_row["rm_ceiling"]
-    # The same accuracy in expectation over the annotator's labels (less noisy; see the README).
+    # The same accuracy in expectation over the annotator's labels (less noisy; see docs/reward-model-study.md).
     rm_row["rm_expected_vs_ceiling"] = rm_metrics["expected_accuracy"] / rm_row["rm_ceiling"]
     emit(rm_row)
 
