@@ -3,7 +3,8 @@ import numpy as np
 import tensorflow as tf
 
 import tfpref  # noqa: F401
-from tfpref.config import RunConfig
+from tfpref.config import ModelConfig, RunConfig, TrainConfig
+from tfpref.models import build_task_model
 from tfpref.objectives import build_objective
 from tfpref.objectives.conditional import ALIGNED_ID, MISALIGNED_ID
 from tfpref.objectives.reward_weighted import MAX_WEIGHT, awr_token_losses, rwr_token_losses
@@ -127,16 +128,20 @@ def test_filter_selects_by_threshold_or_percentile():
 
 def test_preference_vector_adds_the_projection_to_each_token_embedding():
     objective = _objective("preference_vector")
+    task = build_task_model(RunConfig(model=ModelConfig(d_model=8, num_layers=1, num_heads=2, ff_dim=8),
+                                      train=TrainConfig(objective="preference_vector")))
     batch, _, _, mask, scores = _scored_batch()
     seen = {}
 
     class Recorder(FixedLogits):
+        preference_offsets = task.preference_offsets  # the task model's projection, nothing else of it
+
         def __call__(self, token_ids, padding_mask=None, training=False, embedding_offset=None):
             seen["offset"] = embedding_offset
             return self.logits
 
     objective.compute(batch, Recorder(np.zeros((2, 5, 40), np.float32)), True)
-    kernel, bias = (w.numpy() for w in objective.projection.weights)
+    kernel, bias = (w.numpy() for w in task.preference_projection.weights)
     features = np.stack([np.minimum(scores / 0.05, 1.0), np.full(scores.shape, np.log1p(7) / np.log1p(4096))], -1)
     expected = (features @ kernel + bias) * mask[..., None]
     np.testing.assert_allclose(seen["offset"], expected[:, :-1], rtol=1e-4, atol=1e-6)

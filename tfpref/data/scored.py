@@ -13,7 +13,6 @@ each segment (conditional training); these hooks are classmethods of the objecti
 """
 import numpy as np
 
-from tfpref.config import GRANULARITIES  # noqa: F401 - re-exported: what --segment may be
 from tfpref.data.corpus import load_split_documents
 from tfpref.data.pipeline import TokenData, pack_windows
 from tfpref.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL

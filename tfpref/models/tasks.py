@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfpref.data.tokenizer import CONTROL_TOKENS
+from tfpref.data.tokenizer import CONTROL_TOKENS, PAD_ID
 from tfpref.models.code_structure import CodeStructureEmbedding
 from tfpref.models.heads import ClassifierHead, RewardHead, ScalarHead
 from tfpref.models.layers import init_normal
@@ -42,6 +42,15 @@ def preference_features(scores, lengths):
     score = tf.minimum(tf.cast(scores, tf.float32) / SCORE_SCALE, 1.0)
     length = tf.minimum(tf.math.log1p(tf.cast(lengths, tf.float32)) / np.log1p(MAX_LENGTH), 1.0)
     return tf.stack([score, length], axis=-1)
+
+
+def _real_tokens(token_ids):
+    return tf.not_equal(token_ids, PAD_ID)
+
+
+def _ids(token_ids):
+    # Keras calls a model with float inputs when it traces it for a SavedModel; ids are integers.
+    return tf.cast(token_ids, tf.int32)
 
 
 class TaskModel(keras.Model):
@@ -187,6 +196,7 @@ class RewardModel(TaskModel):
             self.heads.append(self.structure)
 
     def hidden_states(self, token_ids, padding_mask, training=False, freeze_backbone=False):
+        token_ids = _ids(token_ids)
         offset = None if self.structure is None else self.structure(token_ids)
         hidden = self.backbone.hidden_states(token_ids, padding_mask, training=training and not freeze_backbone,
                                              embedding_offset=offset)
@@ -195,9 +205,10 @@ class RewardModel(TaskModel):
             hidden = tf.stop_gradient(hidden)
         return hidden
 
-    def call(self, token_ids, padding_mask, completion_mask=None, normalize=True, training=False,
+    def call(self, token_ids, padding_mask=None, completion_mask=None, normalize=True, training=False,
              freeze_backbone=False):
         """Rewards [batch]; `normalize=False` gives the raw score that training fits."""
+        padding_mask = _real_tokens(token_ids) if padding_mask is None else padding_mask
         hidden = self.hidden_states(token_ids, padding_mask, training, freeze_backbone)
         return self.reward_head(hidden, padding_mask, completion_mask, normalize=normalize)
 
@@ -227,8 +238,10 @@ class Classifier(TaskModel):
         self.head.build((None, None, backbone.d_model))
         self.heads.append(self.head)
 
-    def call(self, token_ids, padding_mask, training=False, freeze_backbone=False):
+    def call(self, token_ids, padding_mask=None, training=False, freeze_backbone=False):
         """`freeze_backbone`: the backbone runs in inference mode and passes no gradient."""
+        token_ids = _ids(token_ids)
+        padding_mask = _real_tokens(token_ids) if padding_mask is None else padding_mask
         hidden = self.backbone.hidden_states(token_ids, padding_mask, training=training and not freeze_backbone)
         if freeze_backbone:
             hidden = tf.stop_gradient(hidden)
