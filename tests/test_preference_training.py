@@ -115,7 +115,7 @@ def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp
 
     reward = check_reward_prefers_plain_code_and_serves_it_alike(str(tmp_path / "rm"), result["export"])
     if code_structure:  # the learned structure embeddings are in the checkpoint the reward reads
-        assert np.any(reward.objective.structure.embedding.embeddings.numpy())
+        assert np.any(reward.model.structure.embedding.embeddings.numpy())
     else:  # evaluate.py with its default flags (which sample language models) reports the accuracy
         from tfpref.cli import evaluate_main
 
@@ -166,7 +166,8 @@ def test_reward_model_losses_for_rankings_ratings_and_clicks(tmp_path, pretraine
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     config = tiny_config(tmp_path / "rm", str(path), objective="reward_model", init_from=policy, train_steps=4)
     result = train(config, show_progress=False)
-    assert config.align.reward_loss == loss and np.isfinite(result["loss"])
+    stored = RunConfig.load(str(tmp_path / "rm" / "config.json"))  # auto, resolved by the data's kind
+    assert stored.align.reward_loss == loss and config.align.reward_loss == "auto" and np.isfinite(result["loss"])
     for metric, value in expected.items():
         assert f"validation_{metric}" in result, result
         if value is not None:
@@ -182,12 +183,12 @@ def test_dpo_learns_pairs_and_a_resumed_run_reads_the_cached_reference(tmp_path,
     assert result["validation_reward_accuracy"] >= 0.9 and result["validation_reward_margin"] > 0, result
     assert os.path.exists(tmp_path / "dpo" / "reference_logprobs.npz")
 
-    import tfpref.training.reference as reference
+    import tfpref.objectives.dpo as dpo
 
     def no_reference(config):
         raise AssertionError("the reference log-probs should come from the cache")
 
-    monkeypatch.setattr(reference, "reference_model", no_reference)
+    monkeypatch.setattr(dpo, "reference_model", no_reference)
     config.train.train_steps = 22
     assert train(config, show_progress=False)["step"] == 22
 
@@ -253,20 +254,20 @@ def test_rollouts_apply_the_missing_eos_penalty_then_whiten(pretrained):
 
     from tfpref.config import AlignConfig
     from tfpref.data.prompts import encode_prompts
-    from tfpref.evaluation.run import load_run
-    from tfpref.training.rollouts import RolloutMaker
+    from tfpref.rl.rollouts import RolloutMaker
+    from tfpref.runs import load_run
 
     _, policy = pretrained
-    _, model, _, _ = load_run(policy)
+    _, model, _ = load_run(policy)
     ids, mask = encode_prompts(["def f(value):\n", "x = "] * 4)
     scores = np.arange(8, dtype=np.float32)
     align = AlignConfig(max_new_tokens=8, missing_eos_penalty=5.0)
-    maker = RolloutMaker(model, model, None, lambda prompts, completions, finished: scores, align)
+    maker = RolloutMaker(model, model, lambda prompts, completions, finished: scores, align)
     rollout = maker.make(ids, mask, seed=3)
     finished = rollout.arrays["finished"] > 0
     np.testing.assert_allclose(rollout.arrays["reward"], scores - 5.0 * ~finished)
     np.testing.assert_allclose(rollout.arrays["kl"], 0.0, atol=1e-5)  # the policy is its own reference
     assert rollout.arrays["completion_mask"].sum(axis=1).tolist() == rollout.arrays["length"].tolist()
-    whitened = RolloutMaker(model, model, None, lambda p, c, f: scores, replace(align, whiten_rewards=True))
+    whitened = RolloutMaker(model, model, lambda p, c, f: scores, replace(align, whiten_rewards=True))
     reward = whitened.make(ids, mask, seed=3).arrays["reward"]
     assert abs(reward.mean()) < 1e-5 and reward.std() == pytest.approx(1.0, rel=1e-4)

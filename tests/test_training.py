@@ -72,7 +72,6 @@ class NonFiniteAfter:
 
     def __init__(self, objective, start):
         self.objective, self.start, self.calls = objective, start, tf.Variable(0)
-        self.trainable_layers = objective.trainable_layers
 
     def compute(self, batch, model, training):
         output = self.objective.compute(batch, model, training)
@@ -84,8 +83,8 @@ class NonFiniteAfter:
     def summarize(self, means):
         return self.objective.summarize(means)
 
-    def train_batches(self, trainer, first_step):
-        return self.objective.train_batches(trainer, first_step)
+    def batch_plans(self, train_data, first_step):
+        return self.objective.batch_plans(train_data, first_step)
 
 
 def test_non_finite_steps_are_skipped_then_the_run_stops_keeping_the_last_checkpoint(tmp_path, corpus):
