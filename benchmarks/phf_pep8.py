@@ -63,11 +63,11 @@ def temperature_one(model_dir, args):
     """Misalignment of samples from the model's own distribution (temperature 1, no top-p): at
     temperature 0.7 small byte-level models often fall into runs of spaces, which hides style."""
     from tfpref.evaluation.misalignment import UnconditionalSampler, misalignment_metrics
-    from tfpref.evaluation.run import load_run
+    from tfpref.runs import load_run
     from tfpref.scorers import get_scorer
 
-    _, model, objective, _ = load_run(model_dir)
-    samples = UnconditionalSampler(model, objective, args.max_new_tokens).sample(
+    _, model, _ = load_run(model_dir)
+    samples = UnconditionalSampler(model, args.max_new_tokens).sample(
         args.samples, temperature=1.0, top_p=1.0, seed=1)
     return misalignment_metrics(samples, get_scorer("pep8"))[0]
 

@@ -2,7 +2,7 @@
 
 Steps (each run directory under --results_dir is reused when it already holds a finished run):
   1. policy: an MLE transformer pretrained on the standard library;
-  2. preferences.jsonl: `python -m tfpref.preferences make`'s data: --completions_per_prompt
+  2. preferences.jsonl: `tfpref preferences make`'s data: --completions_per_prompt
      completions of prompts cut from held-out stdlib functions, ranked by a simulated annotator
      (Plackett-Luce; Bradley-Terry for pairs) on -(PEP 8 violations per byte) at
      --annotator_temperature; its noise ceiling is the best pairwise accuracy a reward model can get;
@@ -135,10 +135,11 @@ def sampling_speed(policy_dir, rollout, prompt_len, new_tokens, calls=3):
     import keras_hub
 
     from tfpref.data.tokenizer import BOS_ID, NUM_SPECIAL, VOCAB_SIZE
-    from tfpref.evaluation.run import load_run
     from tfpref.models.sampling import Sampler
+    from tfpref.runs import load_run
 
-    _, model, _, _ = load_run(policy_dir)
+    _, policy, _ = load_run(policy_dir)
+    model = policy.backbone
     rng = np.random.default_rng(0)
     prompts = rng.integers(NUM_SPECIAL, VOCAB_SIZE, size=(rollout, prompt_len), dtype=np.int32)
     prompts[:, 0] = BOS_ID

@@ -85,7 +85,7 @@ def run_cli_in_process(main, args):
 def train_in_process(args):
     """The run `train.py args` makes, trained in this process (for runs whose CLI process is not
     what a test checks: a process start costs seconds); returns the train result."""
-    from tfpref.cli import build_train_parser, config_from_args
+    from tfpref.cli.train import build_train_parser, config_from_args
     from tfpref.training.run import train
 
     return train(config_from_args(build_train_parser().parse_args(args)), show_progress=False)

@@ -6,7 +6,8 @@ import pytest
 
 from tfpref.data.preferences import encode_completion, load_preferences, preference_arrays
 from tfpref.errors import UserError
-from tfpref.preferences import export_for_labelling, import_labelled, main, simulated_labels, simulated_ranks
+from tfpref.cli.preferences import main
+from tfpref.preferences import export_for_labelling, import_labelled, simulated_labels, simulated_ranks
 
 
 def write_jsonl(path, records):

@@ -60,9 +60,10 @@ class TaskModel(keras.Model):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.heads = []
+        self.built = True  # the backbone is built, and subclasses build each head as they add it
 
     def build(self, input_shape=None):
-        self.built = True  # the backbone and every head are built when the task model is made
+        pass
 
     @property
     def parts(self):
