@@ -1,17 +1,17 @@
 """Pretraining with human feedback on the PEP 8 task: every objective, same data, seed and budget.
 
-Trains (or reuses, when --results_dir already holds the finished run) MLE, filter, conditional (at line, chunk and document granularity), unlikelihood, RWR,
-AWR and preference-vector conditioning on the standard library, evaluates each with
-`evaluate.py --scorer pep8`'s code (unconditional samples at temperature 0.7, top-p 0.9; KL from
-the MLE run) and again at temperature 1 without top-p, prints one JSON line per run and a summary line, and writes results.md (a table)
-and pareto.png (misalignment vs held-out LM loss; pareto_t1.png at temperature 1) to --results_dir.
+Trains (or reuses, when --results_dir already holds the finished run) MLE, filter, conditional (at
+line, chunk and document granularity), unlikelihood, RWR, AWR and preference-vector conditioning on
+the standard library, evaluates each with `evaluate.py --scorer pep8`'s code (unconditional samples
+at temperature 0.7, top-p 0.9; KL from the MLE run) and again at temperature 1 without top-p, prints
+one JSON line per run and a summary line, and writes results.md (a table) and pareto.png
+(misalignment vs held-out LM loss; pareto_t1.png at temperature 1) to --results_dir.
 
     python benchmarks/phf_pep8.py                 # about an hour on 2 cores
     python benchmarks/phf_pep8.py --quick         # a few minutes: tiny models, few samples
 """
 import argparse
 import os
-import time
 
 from bench_common import BackgroundLoad, emit, log, train_once
 
@@ -37,7 +37,8 @@ def parse_args():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--results_dir", default="logs/phf_pep8", help="Run directories, results.md and pareto.png.")
     parser.add_argument("--train_steps", type=int, default=None, help="Optimizer steps of every run (default 1000).")
-    parser.add_argument("--samples", type=int, default=None, help="Unconditional samples scored per run (default 1024).")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="Unconditional samples scored per run (default 1024).")
     parser.add_argument("--max_new_tokens", type=int, default=None, help="Bytes per sample (default 256).")
     parser.add_argument("--quick", action="store_true",
                         help="Tiny models; defaults of 150 steps and 128 samples of 128 bytes.")
@@ -48,7 +49,8 @@ def parse_args():
 def run_config(args, label, objective, overrides):
     from tfpref.config import RunConfig
 
-    config = RunConfig(model_dir=os.path.join(args.results_dir, label.replace(" ", "_").replace("(", "").replace(")", "")))
+    name = label.replace(" ", "_").replace("(", "").replace(")", "")
+    config = RunConfig(model_dir=os.path.join(args.results_dir, name))
     config.train.objective, config.train.train_steps = objective, args.train_steps
     config.runtime.export, config.runtime.eval_every = False, 10 ** 9
     for key, value in overrides.items():

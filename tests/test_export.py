@@ -12,7 +12,6 @@ from tfpref.cli import evaluate_main, train_main
 from tfpref.config import ModelConfig
 from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.models import CausalLM, Classifier, build_model, build_task_model
-from tfpref.models.heads import ClassifierHead
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
 from tfpref.training.export import export_model
@@ -36,7 +35,8 @@ for name, (signature, kwargs) in calls.items():
     tensors = {k: tf.constant(v, dtype=tf.string if isinstance(v, list) else None) for k, v in kwargs.items()}
     try:
         result = served.signatures[signature](**tensors)
-        out[name] = {k: v.numpy().tolist() if v.dtype != tf.string else [s.decode("utf-8", "replace") for s in v.numpy()]
+        out[name] = {k: (v.numpy().tolist() if v.dtype != tf.string
+                         else [s.decode("utf-8", "replace") for s in v.numpy()])
                      for k, v in result.items()}
     except tf.errors.InvalidArgumentError as e:
         out[name] = {"error": e.message}

@@ -1,6 +1,5 @@
 """End-to-end training: loss goes down, logging, checkpoints, accumulation, replicas, bad steps."""
 import json
-import os
 
 import numpy as np
 import pytest

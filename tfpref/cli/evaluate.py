@@ -14,7 +14,8 @@ from tfpref.training.export import export_run
 
 def build_evaluate_parser():
     parser = OneLineErrorParser(
-        prog="evaluate.py" if sys.argv[0].endswith("evaluate.py") else "tfpref evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="evaluate.py" if sys.argv[0].endswith("evaluate.py") else "tfpref evaluate",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Evaluate a run directory's latest checkpoint on a held-out split. The model, data "
                     "and objective come from the run's config.json. Writes <model_dir>/eval/metrics.json "
                     "and TensorBoard scalars under <model_dir>/eval.")

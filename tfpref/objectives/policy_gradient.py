@@ -6,8 +6,8 @@ frozen --init_from policy. The KL enters the reward, R' = R - kl_coef * KL (per 
   * reinforce: loss_i = -(R'_i - b) sum_t log pi(a_t|s_t); b = 0 or a moving average of R'.
   * rloo: b = the mean R' of the prompt's other --samples_per_prompt - 1 completions
     (Ahmadian et al. 2024).
-  * ppo: the policy's value head (a `CausalLM` with value_head=True); per-token rewards -kl_coef kl_t, plus R at the last token;
-    GAE advantages (whitened over the rollout); the clipped surrogate
+  * ppo: the policy's value head (a `CausalLM` with value_head=True); per-token rewards
+    -kl_coef kl_t, plus R at the last token; GAE advantages (whitened over the rollout); the clipped surrogate
     max(-A r, -A clip(r, 1 - e, 1 + e)), r = pi / pi_old, averaged over the completion's tokens,
     plus value_coef times the clipped value loss; --ppo_epochs passes of --ppo_minibatches
     optimizer steps over each rollout.
