@@ -23,7 +23,8 @@ def write_pairs(path, count=400):
 
 
 def old_validation(prompt):
-    """The validation rule before the test split existed: it must not have moved."""
+    """The validation rule before the test split existed: the held-out splits come from it, so the
+    training split has not moved."""
     return int.from_bytes(hashlib.sha1(prompt.encode("utf-8")).digest()[:4], "big") % 100 < 10
 
 
@@ -34,8 +35,8 @@ def test_preference_splits_are_disjoint_non_empty_and_keep_validation(tmp_path):
     assert not prompts["test"] & (prompts["train"] | prompts["validation"])
     assert not prompts["train"] & prompts["validation"]
     assert set.union(*prompts.values()) == {p.prompt for p in data.items}
-    assert prompts["validation"] == {p.prompt for p in data.items if old_validation(p.prompt)}
-    assert 0.05 < len(prompts["test"]) / len(data.items) < 0.15  # about as large as validation
+    assert prompts["validation"] | prompts["test"] == {p.prompt for p in data.items if old_validation(p.prompt)}
+    assert 0.02 < len(prompts["test"]) / len(data.items) < 0.09  # about as large as validation
     with pytest.raises(ValueError, match="unknown split"):
         data.split("held_out")
 
@@ -69,4 +70,4 @@ def test_prompt_split_is_stable_and_mostly_train():
     prompts = [f"prompt {i}" for i in range(4000)]
     splits = [prompt_split(p) for p in prompts]
     assert splits == [prompt_split(p) for p in prompts]
-    assert 0.77 < splits.count("train") / len(prompts) < 0.83
+    assert 0.87 < splits.count("train") / len(prompts) < 0.93

@@ -37,8 +37,10 @@ FORMATS = {  # name -> the fields that identify it
 }
 # Prompts are hashed into 100 buckets: the lowest are validation (as they always were), the
 # highest test (as in a corpus, where test is the top of the range), the rest train.
-VALIDATION_PERCENT = 10
-TEST_PERCENT = 10
+# Held-out prompts: the buckets 0-9 that were the validation split before a test split existed,
+# halved, so that the training split (buckets 10-99) is what it always was: 90/5/5, as documents.
+VALIDATION_PERCENT = 5
+TEST_PERCENT = 5
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def prompt_split(prompt):
     bucket = hash_bucket(prompt)
     if bucket < VALIDATION_PERCENT:
         return "validation"
-    return "test" if bucket >= 100 - TEST_PERCENT else "train"
+    return "test" if bucket < VALIDATION_PERCENT + TEST_PERCENT else "train"
 
 
 # ---- reading and validation ------------------------------------------------------------------

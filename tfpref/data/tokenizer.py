@@ -8,6 +8,7 @@ The NumPy path (`encode`/`decode`) feeds training data fast; `encode_tf` does th
 TensorFlow graph so exported SavedModels can take plain strings.
 """
 import numpy as np
+import tensorflow as tf
 
 PAD_ID = 0
 BOS_ID = 1
@@ -60,8 +61,6 @@ class ByteTokenizer:
 
     def encode_tf(self, texts, add_bos=False, add_eos=False):
         """Ragged [batch, None] int32 ids of a 1-D string tensor, inside a TF graph."""
-        import tensorflow as tf
-
         single_bytes = tf.strings.bytes_split(texts)  # ragged [batch, None] of 1-byte strings
         ids = tf.ragged.map_flat_values(
             lambda b: tf.cast(tf.reshape(tf.io.decode_raw(b, tf.uint8, fixed_length=1), [-1]), tf.int32)
@@ -74,8 +73,6 @@ class ByteTokenizer:
     def decode_tf(self, ids, mask=None):
         """1-D string tensor of the bytes in `ids` [batch, time] (special ids and masked-off positions
         dropped), inside a TF graph. Like `decode`, but the bytes are returned as they are."""
-        import tensorflow as tf
-
         byte_strings = tf.constant([b""] * NUM_SPECIAL + [bytes([b]) for b in range(256)])
         pieces = tf.gather(byte_strings, ids)
         if mask is not None:

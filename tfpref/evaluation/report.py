@@ -17,7 +17,7 @@ def markdown_table(rows, columns):
 def pareto_plot(rows, x_key, y_key, label_key, path, x_label, y_label, title):
     """A PNG scatter of `rows` (y on a log scale) with each point labelled. Needs matplotlib."""
     try:
-        import matplotlib
+        import matplotlib  # an optional extra (.[bench]), imported only to draw
     except ImportError:
         raise ImportError("the plot needs matplotlib: pip install -e '.[bench]'") from None
     matplotlib.use("Agg")  # files only, no display

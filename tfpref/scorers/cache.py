@@ -83,7 +83,7 @@ class ScoreCache:
     def _compute_all(self, scorer, kind, texts):
         progress = None
         if self.show_progress and len(texts) >= _PARALLEL_MIN:
-            import keras
+            import keras  # the scorers need no TensorFlow: it is loaded for the progress bar alone
 
             print(f"Scoring {len(texts)} texts with {scorer.name} (cached for later runs)", flush=True)
             progress = keras.utils.Progbar(len(texts), unit_name="text")
