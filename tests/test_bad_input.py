@@ -5,40 +5,19 @@ Every case runs train.py's entry point in this process (stdout and stderr captur
 descriptors, so TensorFlow's own C++ logging would show); a few run the real `train.py` in a
 subprocess too, to show the console of a real command stays one clean line.
 """
+import functools
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from tfpref.cli import train_main
 
-from helpers import run_cli_in_process
+from helpers import TINY_FLAGS, run_cli_in_process, run_train, write_tiny_corpus
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 180
-# Flags for a tiny, fast model; the cases below add or override what they test.
-TINY = ["--objective", "mle", "--train_steps", "2", "--d_model", "16", "--num_layers", "1", "--num_heads", "2",
-        "--ff_dim", "32", "--seq_len", "16", "--batch_size", "2", "--log_every", "1",
-        "--eval_batches", "1", "--no-jit_compile", "--no_progress"]
-
-
-def run_train(args):
-    return run_cli_in_process(train_main, args)
-
-
-def run_train_process(args, timeout=TIMEOUT):
-    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def write_corpus(path, functions=150):
-    """A few KB of Python-like text."""
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(functions):
-            f.write(f"def function_{i}(value):\n    total = value * {i % 7} + {i}\n    return total\n\n")
-    return str(path)
+# The cases below add or override what they test.
+TINY = [*TINY_FLAGS, "--train_steps", "2", "--log_every", "1"]
+run_in_process = functools.partial(run_cli_in_process, train_main)
 
 
 def assert_one_line_error(result, *must_contain):
@@ -100,16 +79,16 @@ def _(d, corpus):
 @case("not_utf8_file_in_directory")
 def _(d, corpus):
     (d / "tree").mkdir()
-    write_corpus(d / "tree" / "a_good.py", functions=20)
-    bad = _write_bytes(d / "tree" / "b_bad.py", b"x = 1\ny = '\xff'\n")
+    write_tiny_corpus(d / "tree", functions=20)  # tiny_corpus.py: read before the bad file
+    bad = _write_bytes(d / "tree" / "z_bad.py", b"x = 1\ny = '\xff'\n")
     return ["--data", str(d / "tree")], [f"{bad}:2", "UTF-8"]
 
 
 @case("dangling_symlink_in_directory")
 def _(d, corpus):
     (d / "tree").mkdir()
-    write_corpus(d / "tree" / "a_good.py", functions=20)
-    link = d / "tree" / "b_gone.py"
+    write_tiny_corpus(d / "tree", functions=20)
+    link = d / "tree" / "z_gone.py"
     os.symlink(d / "deleted.py", link)
     return ["--data", str(d / "tree")], [str(link)]
 
@@ -162,7 +141,7 @@ def _(d, corpus):
 
 def run_case(name, root, run):
     """(result of `run` on the case's command, strings the error must name, model_dir)."""
-    corpus = write_corpus(root / "good_corpus.py")
+    corpus = write_tiny_corpus(root)
     d = root / name.replace("=", "_")
     d.mkdir()
     args, expected = CASES[name](d, corpus)
@@ -186,13 +165,15 @@ def assert_case_failed_cleanly(result, expected, model_dir):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_gives_one_line_error_and_exit_code_2(case, tmp_path):
-    assert_case_failed_cleanly(*run_case(case, tmp_path, run_train))
+    assert_case_failed_cleanly(*run_case(case, tmp_path, run_in_process))
 
 
 # A flag argparse rejects, a data error found after TensorFlow is imported, and one with file:line.
+# Slow: a new interpreter with TensorFlow each; the cases above check the same errors in this process.
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["unknown_flag", "missing_path", "jsonl_malformed_line"])
 def test_the_real_command_prints_only_the_error_line(case, tmp_path):
-    assert_case_failed_cleanly(*run_case(case, tmp_path, run_train_process))
+    assert_case_failed_cleanly(*run_case(case, tmp_path, run_train))
 
 
 # --- an existing, finished run directory is never clobbered
@@ -223,10 +204,10 @@ def assert_unchanged(before, after):
 def finished_run(tmp_path_factory):
     """(command, model_dir, corpus path) of a finished 2-step run."""
     root = tmp_path_factory.mktemp("finished_run")
-    corpus = write_corpus(root / "corpus.py")
+    corpus = write_tiny_corpus(root)
     model_dir = str(root / "run")
     command = [*TINY, "--data", corpus, "--model_dir", model_dir]
-    done = run_train(command)
+    done = run_in_process(command)
     assert done.returncode == 0, done.stderr
     for name in ("config.json", "train_result.json", "checkpoints/checkpoint", "checkpoints/ckpt-2.index"):
         assert os.path.isfile(os.path.join(model_dir, name)), name
@@ -240,7 +221,7 @@ def with_flag(command, flag, value):
 
 
 @pytest.mark.parametrize("change, must_contain", [
-    (("--d_model", "32"), ["--model_dir", "model.d_model"]),
+    (("--d_model", "64"), ["--model_dir", "model.d_model"]),
     (("--model", "lstm"), ["--model_dir", "model.model"]),
 ], ids=["d_model", "model"])
 def test_incompatible_config_refuses_to_touch_existing_run_dir(finished_run, change, must_contain):
@@ -248,7 +229,7 @@ def test_incompatible_config_refuses_to_touch_existing_run_dir(finished_run, cha
     flag, value = change
     bad = with_flag(command, flag, value) if flag in command else [*command, flag, value]
     before = snapshot(model_dir)
-    line = assert_one_line_error(run_train(bad), *must_contain)
+    line = assert_one_line_error(run_in_process(bad), *must_contain)
     assert "different run" in line
     assert_unchanged(before, snapshot(model_dir))
 
@@ -256,7 +237,7 @@ def test_incompatible_config_refuses_to_touch_existing_run_dir(finished_run, cha
 def test_missing_data_on_existing_run_dir_leaves_it_untouched(finished_run, tmp_path):
     command, model_dir, _ = finished_run
     before = snapshot(model_dir)
-    line = assert_one_line_error(run_train(with_flag(command, "--data", str(tmp_path / "gone.py"))))
+    line = assert_one_line_error(run_in_process(with_flag(command, "--data", str(tmp_path / "gone.py"))))
     assert "data" in line
     assert_unchanged(before, snapshot(model_dir))
 
@@ -264,7 +245,7 @@ def test_missing_data_on_existing_run_dir_leaves_it_untouched(finished_run, tmp_
 def test_bad_value_on_existing_run_dir_leaves_it_untouched(finished_run):
     command, model_dir, _ = finished_run
     before = snapshot(model_dir)
-    assert_one_line_error(run_train(with_flag(command, "--batch_size", "0")), "--batch_size")
+    assert_one_line_error(run_in_process(with_flag(command, "--batch_size", "0")), "--batch_size")
     assert_unchanged(before, snapshot(model_dir))
 
 
@@ -277,7 +258,7 @@ def test_corpus_turned_bad_on_resume_leaves_run_dir_untouched(finished_run):
         with open(corpus, "ab") as f:
             f.write(b"def broken():\n    return '\xff'\n")
         line_number = original.count(b"\n") + 2
-        assert_one_line_error(run_train(command), f"{corpus}:{line_number}", "UTF-8")
+        assert_one_line_error(run_in_process(command), f"{corpus}:{line_number}", "UTF-8")
     finally:
         with open(corpus, "wb") as f:
             f.write(original)
@@ -289,7 +270,7 @@ def test_rerunning_the_same_command_on_a_finished_run_succeeds(finished_run, tmp
     copy = str(tmp_path / "run")
     shutil.copytree(model_dir, copy)  # keep the shared run pristine for the other tests
     before, _ = snapshot(copy)
-    result = run_train(with_flag(command, "--model_dir", copy))
+    result = run_in_process(with_flag(command, "--model_dir", copy))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "Resuming" in result.stdout and "from step 2" in result.stdout

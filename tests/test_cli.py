@@ -3,16 +3,14 @@ the ones left out, and validation names the flag to fix."""
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tfpref.cli import TRAIN_FLAGS, build_train_parser, config_from_args
+from tfpref.cli import TRAIN_FLAGS, build_train_parser, config_from_args, train_main
 from tfpref.config import RunConfig, config_path, incompatible_fields
 from tfpref.errors import UserError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import run_cli_in_process
 
 DOCUMENTED_FLAGS = (
     "--model_dir --model --objective --data --text_field --train_steps --batch_size --seq_len "
@@ -22,8 +20,8 @@ DOCUMENTED_FLAGS = (
 
 
 def test_help_exits_0_and_documents_every_flag():
-    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    # In this process: a new interpreter costs ~8 s; the tests of the real command start one.
+    result = run_cli_in_process(train_main, ["--help"])
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     # Each flag must start an option entry of its own (not just appear inside another flag's name).
@@ -123,10 +121,14 @@ def _valid_config():
 
 
 def test_default_config_is_valid():
-    assert _valid_config().validate() is not None
     config = _valid_config()
+    assert config.validate() is config  # no error; it returns the config itself, for chaining
+    assert config == _valid_config()  # and checking changed nothing
     config.model.model, config.data.seq_len = "lstm", 4096  # the length limit is the transformer's
-    config.validate()
+    assert config.validate() is config
+    config.model.model = "transformer"
+    with pytest.raises(UserError, match="--seq_len 4096"):
+        config.validate()
 
 
 @pytest.mark.parametrize("section, name, value, flag", [
@@ -159,12 +161,8 @@ def test_validate_raises_user_error_naming_the_flag(section, name, value, flag):
 
 
 def test_a_hand_edited_config_with_wrong_types_is_a_clear_error(tmp_path):
-    import json as json_module
-    from tfpref.config import RunConfig
-    from tfpref.errors import UserError
-
     path = tmp_path / "config.json"
     for broken in ({"model": {"d_model": "wide"}}, [1, 2], {"train": {"batch_size": True}}):
-        path.write_text(json_module.dumps(broken), encoding="utf-8")
+        path.write_text(json.dumps(broken), encoding="utf-8")
         with pytest.raises(UserError, match="config.json: cannot read run config"):
             RunConfig.load(str(path))

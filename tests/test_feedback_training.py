@@ -14,7 +14,7 @@ from tfpref.evaluation.misalignment import UNCONDITIONAL_SAMPLES_FILE, Misalignm
 from tfpref.evaluation.run import evaluate_run
 from tfpref.training.run import train
 
-from helpers import TINY_FLAGS, run_cli_in_process, tiny_config
+from helpers import TINY_FLAGS, run_cli_in_process, scalar_events, tiny_config
 from test_feedback_data import write_pep8_corpus
 
 FEEDBACK = ("filter", "conditional", "unlikelihood", "rwr", "awr", "preference_vector")
@@ -25,6 +25,9 @@ def corpus(tmp_path_factory):
     return write_pep8_corpus(tmp_path_factory.mktemp("pep8"))
 
 
+# Slow (~35 s for the six): the quick loop trains awr and preference_vector on the LSTM below,
+# unlikelihood through the CLI, and test_feedback_losses checks every objective's loss.
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", FEEDBACK)
 def test_each_feedback_objective_trains_and_reports_aligned_loss(tmp_path, corpus, objective):
     config = tiny_config(tmp_path / objective, corpus, objective=objective, train_steps=4)
@@ -37,9 +40,17 @@ def test_each_feedback_objective_trains_and_reports_aligned_loss(tmp_path, corpu
 
 @pytest.mark.parametrize("objective", ["awr", "preference_vector"])
 def test_feedback_objectives_with_extra_layers_train_the_lstm(tmp_path, corpus, objective):
-    result = train(tiny_config(tmp_path / objective, corpus, objective=objective, model="lstm", train_steps=3),
-                   show_progress=False)
-    assert math.isfinite(result["loss"])
+    config = tiny_config(tmp_path / objective, corpus, objective=objective, model="lstm", train_steps=12,
+                         log_every=4)
+    result = train(config, show_progress=False)
+    logged = scalar_events(os.path.join(config.model_dir, "train"))  # means over steps 1-4, 5-8, 9-12
+    # A byte model starts near log(vocabulary) (~5.6 nats); 12 steps take ~0.6 off (seeded runs), so
+    # a 0.3 margin is far from noise.
+    first, last = logged["nll"][0], logged["nll"][-1]
+    assert last < first - 0.3, logged["nll"]
+    assert result["validation_nll"] < first - 0.3, (result, first)
+    if objective == "awr":  # its value head learns the rewards (~10x lower error by step 12)
+        assert logged["value_mse"][-1] < logged["value_mse"][0] / 4, logged["value_mse"]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +65,7 @@ def steered(tmp_path_factory, corpus):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["conditional", "preference_vector"])
 def test_asking_for_aligned_text_gives_less_misaligned_samples(steered, objective):
     check = steered[objective][1]["controllability"]
@@ -63,6 +75,7 @@ def test_asking_for_aligned_text_gives_less_misaligned_samples(steered, objectiv
     assert check["misaligned_violation_rate"] > check["aligned_violation_rate"], check
 
 
+@pytest.mark.slow
 def test_evaluate_with_a_scorer_reports_misalignment_and_kl(steered, tmp_path, corpus):
     model_dir = steered["conditional"][0]
     mle = tiny_config(tmp_path / "mle", corpus, train_steps=4)
@@ -81,6 +94,7 @@ def test_evaluate_with_a_scorer_reports_misalignment_and_kl(steered, tmp_path, c
     assert np.mean(["total" in s["text"] for s in samples]) > 0.5  # it learned the corpus
 
 
+@pytest.mark.slow  # evaluation with a scorer: ~10 s, on a run the slow tests above train anyway
 def test_evaluate_cli_scorer_flags(steered):
     model_dir = steered["preference_vector"][0]
     out = run_cli_in_process(evaluate_main, ["--model_dir", model_dir, "--scorer", "pep8", "--scorer_samples", "8",
@@ -125,6 +139,7 @@ def test_filtering_everything_out_is_a_user_error_and_writes_nothing(tmp_path):
     assert not os.path.exists(tmp_path / "empty")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["conditional", "preference_vector"])
 def test_export_generates_aligned_text(steered, objective):
     import tensorflow as tf
