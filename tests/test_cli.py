@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from tfpref.cli import TRAIN_FLAGS, build_train_parser, config_from_args, train_main
+from tfpref.cli import train_main
+from tfpref.cli.flags import TRAIN_FLAGS
+from tfpref.cli.train import build_train_parser, config_from_args
 from tfpref.config import RunConfig, config_path, incompatible_fields
 from tfpref.errors import UserError
 

@@ -26,3 +26,17 @@ def test_import_contracts_are_kept():
     # No cache: it would be written into the repository.
     lint_imports = os.path.join(os.path.dirname(sys.executable), "lint-imports")
     _run([lint_imports, "--no-cache", "--no-logo", "setup.cfg"])
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycle between any modules of tfpref, imports inside functions included: the layers
+    contract orders packages, this also covers the modules within one package."""
+    import grimp  # import-linter's graph builder
+
+    graph = grimp.build_graph("tfpref")
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if graph.chain_exists(importer=imported, imported=module):
+                cycles.append(f"{module} -> {imported} -> ... -> {module}")
+    assert not cycles, "\n".join(cycles)
