@@ -222,8 +222,8 @@ def with_flag(command, flag, value):
 
 @pytest.mark.parametrize("change, must_contain", [
     (("--d_model", "64"), ["--model_dir", "model.d_model"]),
-    (("--model", "lstm"), ["--model_dir", "model.model"]),
-], ids=["d_model", "model"])
+    (("--num_layers", "3"), ["--model_dir", "model.num_layers"]),
+], ids=["d_model", "num_layers"])
 def test_incompatible_config_refuses_to_touch_existing_run_dir(finished_run, change, must_contain):
     command, model_dir, _ = finished_run
     flag, value = change

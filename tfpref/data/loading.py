@@ -55,7 +55,7 @@ def _check_preference_file(path, objective=None):
     if not (path.endswith(".jsonl") and os.path.isfile(path)):
         who = f" --objective {objective}" if objective else ""
         raise UserError(f"--data {path}:{who} needs a preference JSONL file "
-                        f"(make one with: python -m tfpref.preferences make)")
+                        f"(make one with: tfpref preferences make)")
 
 
 def preference_kind(path):

@@ -15,7 +15,7 @@ weight (raters, impressions) for ratings and clicks. `comparisons()` turns any o
 (prompt, chosen, rejected) pairs: what DPO and a Bradley-Terry reward model train on.
 
 Fields not named above (ids, sources, rater details) are ignored: real data carries them.
-Simulated data (`python -m tfpref.preferences make`) adds what its noisy annotator knew, from which
+Simulated data (`tfpref preferences make`) adds what its noisy annotator knew, from which
 the ceiling on accuracy is computed: "annotator_p" on a pair (the probability that it prefers the
 chosen completion); "annotator_rewards" (one per completion) and "annotator_temperature" on a
 ranking (it prefers completion i to j with probability sigmoid((r_i - r_j) / T)).
