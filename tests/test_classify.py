@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfpref  # noqa: F401
@@ -26,6 +27,7 @@ def test_pep8_labels_mark_clean_and_violating_code():
         PEP8_CLASSES[0], PEP8_CLASSES[1], PEP8_CLASSES[1]]
 
 
+@pytest.mark.slow
 def test_frozen_backbone_classifier_trains_only_its_head(tmp_path):
     corpus = write_tiny_corpus(str(tmp_path))
     train_in_process([*TINY_FLAGS, "--data", corpus, "--train_steps", "3", "--model_dir", str(tmp_path / "lm")])

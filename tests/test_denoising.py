@@ -2,6 +2,7 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfpref  # noqa: F401
@@ -99,6 +100,7 @@ def test_denoising_loss_is_the_nll_of_the_original_after_the_separator():
     assert loss_mask[:, 1:].sum() == 20  # exactly the 10 original tokens of each row
 
 
+@pytest.mark.slow
 def test_denoising_trains_end_to_end_and_lowers_the_reconstruction_loss(tmp_path):
     from helpers import tiny_config, write_tiny_corpus
     from tfpref.training.run import train

@@ -45,6 +45,7 @@ def lm_run(tmp_path_factory):
     return directory / "run"
 
 
+@pytest.mark.slow
 def test_evaluate_a_language_model_run(lm_run):
     done = run_evaluate(["--model_dir", str(lm_run), "--split", "test", "--num_samples", "5",
                          "--max_new_tokens", "24"])
@@ -65,6 +66,7 @@ def test_evaluate_a_language_model_run(lm_run):
         assert 0 <= metrics[name] <= (1 if name != "sample_tokens" else 24), name
 
 
+@pytest.mark.slow
 def test_evaluate_samples_a_prompts_file_reproducibly(lm_run, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps({"prompt": p, "reference": r}) for p, r in

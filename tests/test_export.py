@@ -57,6 +57,7 @@ def generate_call(prompts, temperature, seed=0, new=NEW, top_k=0, top_p=1.0):
                          "top_k": top_k, "top_p": float(top_p), "seed": seed}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["transformer", "lstm"])
 def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_path, name):
     model = CausalLM(build_model(ModelConfig(model=name, d_model=32, num_layers=2, num_heads=2, ff_dim=64), seed=5))
@@ -97,6 +98,7 @@ def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_pa
     assert "exceed" in served["too_many_new"]["error"]
 
 
+@pytest.mark.slow
 def test_classifier_export_serves_classify(tmp_path):
     model = Classifier(build_model(ModelConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64), seed=5),
                        ["a", "b", "c"])
@@ -112,6 +114,7 @@ def test_classifier_export_serves_classify(tmp_path):
     assert served["label"] == [["a", "b", "c"][i] for i in probabilities.argmax(1)]
 
 
+@pytest.mark.slow
 def test_training_exports_at_the_end_and_evaluate_can_export_again(tmp_path):
     corpus = write_tiny_corpus(str(tmp_path))
     run_dir = tmp_path / "run"

@@ -21,6 +21,7 @@ def result(run_dir):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_two_workers_match_one_worker_and_their_checkpoint_resumes_on_one(tmp_path):
     corpus = write_tiny_corpus(str(tmp_path))
     flags = [*TINY_FLAGS, "--data", corpus, "--seed", "1", "--checkpoint_every", "4"]

@@ -42,7 +42,7 @@ def rl_config(model_dir, corpus, policy, objective, **overrides):
     return config
 
 
-@pytest.mark.parametrize("objective", ["reinforce", "rloo", "ppo"])
+@pytest.mark.parametrize("objective", [pytest.param("reinforce", marks=pytest.mark.slow), "rloo", "ppo"])
 def test_rl_raises_the_reward_of_a_toy_task(tmp_path, pretrained, objective):
     """Reward = number of 'a' characters: each algorithm must make the policy write many more."""
     corpus, policy = pretrained
@@ -99,6 +99,7 @@ def check_reward_prefers_plain_code_and_serves_it_alike(run_dir, export_dir):
     return reward
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code_structure", [False, True])
 def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp_path, pretrained, code_structure):
     _, policy = pretrained
@@ -125,6 +126,7 @@ def test_reward_model_learns_pairs_normalises_and_exports_a_reward_signature(tmp
             assert json.load(f)["metrics"]["accuracy"] >= 0.9
 
 
+@pytest.mark.slow
 def test_a_conv_reward_model_learns_pairs_from_scratch_and_serves_them(tmp_path):
     pairs = synthetic_pairs(tmp_path / "pairs.jsonl")
     config = tiny_config(tmp_path / "rm", pairs, objective="reward_model", model="conv", train_steps=30,
@@ -174,6 +176,7 @@ def test_reward_model_losses_for_rankings_ratings_and_clicks(tmp_path, pretraine
             assert result[f"validation_{metric}"] == pytest.approx(value, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_dpo_learns_pairs_and_a_resumed_run_reads_the_cached_reference(tmp_path, pretrained, monkeypatch):
     _, policy = pretrained
     pairs = synthetic_pairs(tmp_path / "pairs.jsonl")
@@ -197,6 +200,7 @@ def test_dpo_learns_pairs_and_a_resumed_run_reads_the_cached_reference(tmp_path,
     assert np.isfinite(train(ipo, show_progress=False)["loss"])
 
 
+@pytest.mark.slow
 def test_simulated_preference_pairs_from_a_policy(tmp_path, pretrained):
     from tfpref.data.preferences import load_preferences
     from tfpref.preferences import make_preferences, write_jsonl
@@ -249,6 +253,7 @@ def test_a_bad_reward_model_dir_stops_before_anything_is_written(tmp_path, pretr
     assert not os.path.exists(tmp_path / "rm")
 
 
+@pytest.mark.slow
 def test_rollouts_apply_the_missing_eos_penalty_then_whiten(pretrained):
     from dataclasses import replace
 

@@ -47,6 +47,7 @@ def start_and_wait_for_checkpoint(command, model_dir, at_least_step):
     pytest.fail(f"no checkpoint at step {at_least_step} appeared: {process.communicate()[1][-2000:]}")
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_matches_an_uninterrupted_run(command, uninterrupted, tmp_path):
     model_dir = tmp_path / "killed"
     process = start_and_wait_for_checkpoint(command, model_dir, at_least_step=100)
@@ -63,6 +64,7 @@ def test_kill_9_then_rerun_matches_an_uninterrupted_run(command, uninterrupted, 
     assert result["validation_nll"] == pytest.approx(uninterrupted["validation_nll"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_at_once_and_the_run_resumes_from_there(command, uninterrupted, tmp_path):
     model_dir = tmp_path / "terminated"
     process = start_and_wait_for_checkpoint(command, model_dir, at_least_step=50)

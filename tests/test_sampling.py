@@ -48,6 +48,7 @@ def test_cached_and_uncached_greedy_decoding_agree(model):
     assert cached["mask"].all() and (cached["lengths"] == NEW).all()
 
 
+@pytest.mark.slow
 def test_rows_do_not_depend_on_left_padding_or_batch_neighbours(model):
     rows = prompts()
     batched = Sampler(model, NEW, eos_id=None)(*left_pad(rows), temperature=0.0)
@@ -58,6 +59,7 @@ def test_rows_do_not_depend_on_left_padding_or_batch_neighbours(model):
         np.testing.assert_allclose(alone["logprobs"][0], batched["logprobs"][r], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_logprobs_match_numpy_under_the_sampling_distribution(model):
     rows = prompts((5, 3))
     temperature, top_k = 0.7, 20
@@ -94,6 +96,7 @@ def test_filter_logits_matches_numpy_top_k_then_top_p():
         np.testing.assert_array_equal(got, expected, err_msg=f"top_k={top_k} top_p={top_p}")
 
 
+@pytest.mark.slow
 def test_top_k_one_is_greedy(model):
     ids, mask = left_pad(prompts())
     sampler = Sampler(model, NEW, eos_id=None)
@@ -103,6 +106,7 @@ def test_top_k_one_is_greedy(model):
     np.testing.assert_allclose(top1["logprobs"], 0.0, atol=1e-6)  # a one-token distribution
 
 
+@pytest.mark.slow
 def test_a_row_stops_at_eos_and_is_padded_after(model):
     ids, mask = left_pad(prompts())
     free = Sampler(model, NEW, eos_id=None)(ids, mask, temperature=0.0)
@@ -120,6 +124,7 @@ def test_a_row_stops_at_eos_and_is_padded_after(model):
     assert out["lengths"][0] <= 4 and out["finished"][0]
 
 
+@pytest.mark.slow
 def test_banned_ids_are_never_sampled(model):
     ids, mask = left_pad(prompts())
     greedy = Sampler(model, NEW, eos_id=None)(ids, mask, temperature=0.0)["tokens"]
@@ -141,6 +146,7 @@ def test_same_seed_same_samples_other_seed_other_samples(model):
     assert (first["tokens"] != other["tokens"]).any()
 
 
+@pytest.mark.slow
 def test_embedding_offset_conditions_every_position_cached_or_not(model):
     ids, mask = left_pad(prompts())
     offset = np.random.default_rng(1).normal(size=(len(ids), model.d_model)).astype(np.float32)

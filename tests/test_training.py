@@ -18,6 +18,7 @@ def corpus(tmp_path_factory):
     return write_tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["transformer", "lstm"])
 def test_training_lowers_the_loss_and_writes_a_complete_run_dir(tmp_path, corpus, model):
     config = tiny_config(tmp_path / "run", corpus, model=model, train_steps=40, eval_every=20,
@@ -43,6 +44,7 @@ def trained_weights(tmp_path, corpus, name, steps=2, **overrides):
     return [v.numpy() for v in trainer.model.weights]
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
     whole = trained_weights(tmp_path, corpus, "whole", batch_size=8, grad_accum=1)
     accumulated = trained_weights(tmp_path, corpus, "accumulated", batch_size=8, grad_accum=4)
@@ -99,6 +101,7 @@ def test_non_finite_steps_are_skipped_then_the_run_stops_keeping_the_last_checkp
     assert tf.train.latest_checkpoint(str(tmp_path / "nan" / "checkpoints")).endswith("ckpt-3")
 
 
+@pytest.mark.slow
 def test_one_replica_and_two_cpu_replicas_give_the_same_parameters(tmp_path, corpus):
     common = [*TINY_FLAGS, "--data", corpus, "--train_steps", "2", "--batch_size", "8"]
     train_in_process([*common, "--model_dir", str(tmp_path / "one")])
@@ -116,6 +119,7 @@ def test_one_replica_and_two_cpu_replicas_give_the_same_parameters(tmp_path, cor
 
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_run_keeps_its_result_and_continues_when_asked(tmp_path, corpus):
     first = train(tiny_config(tmp_path / "done", corpus, train_steps=4), show_progress=False)
     stored = open(tmp_path / "done" / "train_result.json").read()
