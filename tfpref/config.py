@@ -17,10 +17,11 @@ GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers 
 # Every --objective, grouped by what it trains on. The objective classes register under these
 # names (tfpref.objectives); the config only needs the names, so it stays a leaf module.
 TEXT_OBJECTIVES = ("mle", "denoising")
+SFT_OBJECTIVES = ("sft",)  # supervised fine-tuning on prompt/completion or conversational records
 FEEDBACK_OBJECTIVES = ("filter", "conditional", "unlikelihood", "rwr", "awr", "preference_vector")
 RL_OBJECTIVES = ("reinforce", "rloo", "ppo")
 POLICY_OBJECTIVES = ("dpo",) + RL_OBJECTIVES  # fine-tune --init_from, which is also their reference
-OBJECTIVE_NAMES = TEXT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES + ("reward_model",) + POLICY_OBJECTIVES
+OBJECTIVE_NAMES = TEXT_OBJECTIVES + SFT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES + ("reward_model",) + POLICY_OBJECTIVES
 # Objectives whose generation can be asked for aligned or misaligned text.
 CONTROLLABLE_OBJECTIVES = ("conditional", "preference_vector")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -37,6 +38,7 @@ class DataConfig:
     label_field: str = "label"    # JSONL field holding the class, for --objective=classify
     seq_len: int = 256            # tokens the model sees per example
     max_chunk_chars: int = 4096   # chunks (segments) are cut at top-level def/class, at most this long
+    validation_data: str = ""     # a separate file of the same kind as --data, held out whole
 
     def validate(self):
         _positive(self, "seq_len", "max_chunk_chars")
@@ -87,6 +89,7 @@ class TrainConfig:
     # fine-tuning: start from another run's weights; train only the objective's head
     init_from: str = ""
     freeze_backbone: bool = False
+    prompt_loss: bool = False     # sft: train on the prompt's tokens too, not only the completion's
 
     def validate(self):
         if self.objective not in OBJECTIVE_NAMES:
@@ -170,6 +173,8 @@ class AlignConfig:
     temperature: float = 1.0          # RL: sampling temperature of the rollouts
     prompt_chars: int = 64            # RL, preference data: longest stdlib prompt (a function's first lines)
     ipo: bool = False                 # dpo: the IPO loss (Azar et al. 2023) instead of the logistic one
+    pairs_per_item: int = 4           # ratings, clicks as pairs: partners drawn per item (seeded, bounded)
+    min_rating_gap: float = 0.0       # ratings, clicks as pairs: only partners whose targets differ by more
 
     def validate(self):
         _choice(self, "reward_loss", REWARD_LOSSES)
@@ -177,9 +182,9 @@ class AlignConfig:
         _choice(self, "baseline", BASELINES)
         _choice(self, "kl_estimator", KL_ESTIMATORS)
         _positive(self, "samples_per_prompt", "kl_horizon", "ppo_epochs", "ppo_minibatches",
-                  "max_new_tokens", "temperature", "prompt_chars")
+                  "max_new_tokens", "temperature", "prompt_chars", "pairs_per_item")
         _non_negative(self, "margin", "kl_coef", "target_kl", "clip_ratio", "value_coef",
-                      "missing_eos_penalty")
+                      "missing_eos_penalty", "min_rating_gap")
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
@@ -315,7 +320,7 @@ _LM_TEXT = TEXT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES
 FLAG_OBJECTIVES = {
     "text_field": _LM_TEXT, "label_field": ("classify",), "max_chunk_chars": _LM_TEXT + RL_OBJECTIVES,
     "mask_rate": ("denoising",), "delete_rate": ("denoising",), "shuffle_rate": ("denoising",),
-    "span_length": ("denoising",), "freeze_backbone": ("classify", "reward_model"),
+    "span_length": ("denoising",), "freeze_backbone": ("classify", "reward_model"), "prompt_loss": SFT_OBJECTIVES,
     "scorer": FEEDBACK_OBJECTIVES + RL_OBJECTIVES, "segment": FEEDBACK_OBJECTIVES,
     "threshold": FEEDBACK_OBJECTIVES, "drop_control_fraction": ("conditional",),
     "filter_threshold": ("filter",), "filter_percentile": ("filter",), "ul_alpha": ("unlikelihood",),
@@ -329,6 +334,7 @@ FLAG_OBJECTIVES = {
     # DPO runs complete held-out prompts when evaluated, with these settings.
     "max_new_tokens": POLICY_OBJECTIVES, "temperature": POLICY_OBJECTIVES, "prompt_chars": POLICY_OBJECTIVES,
     "ipo": ("dpo",), "check_samples": CONTROLLABLE_OBJECTIVES,
+    "pairs_per_item": ("reward_model", "dpo"), "min_rating_gap": ("reward_model", "dpo"),
 }
 # Architecture flags that only some models have.
 FLAG_MODELS = {"num_heads": ("transformer",), "ff_dim": ("transformer",), "tie_embeddings": ("transformer", "lstm")}

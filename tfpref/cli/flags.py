@@ -15,6 +15,8 @@ TRAIN_FLAGS = [
     ("data", "label_field", "JSONL field that holds the class label (--objective=classify)."),
     ("data", "seq_len", "Tokens (bytes) per training example."),
     ("data", "max_chunk_chars", "Longest chunk (segment) when cutting documents at top-level def/class."),
+    ("data", "validation_data", "A separate file of the same kind as --data to validate (and evaluate) on, "
+                                "instead of a held-out part of --data."),
     ("model", "model", "Architecture: transformer or lstm (language models), or conv (a bidirectional "
                        "convolutional encoder for --objective reward_model)."),
     ("model", "d_model", "Width of embeddings and hidden states."),
@@ -49,6 +51,8 @@ TRAIN_FLAGS = [
     ("train", "init_from", "Start from the latest checkpoint of this run directory (its model "
                            "architecture is used; --dropout still applies)."),
     ("train", "freeze_backbone", "Train only the objective's head; the language model stays fixed."),
+    ("train", "prompt_loss", "sft: train on the prompt's (or the user's turns') tokens too; by default only "
+                             "the completion's (the assistant's) tokens are trained on."),
     ("feedback", "scorer", "Misalignment scorer for the feedback objectives, evaluate.py, and the RL reward "
                            "(minus the score) when no --reward_model is given: pep8 "
                            "(pycodestyle violations per character), profanity or pii (pip install -e "
@@ -101,6 +105,11 @@ TRAIN_FLAGS = [
     ("align", "prompt_chars", "RL and preference data on stdlib: a prompt is the first lines of a function, "
                               "up to this many characters."),
     ("align", "ipo", "dpo: use the IPO loss (squared, Azar et al. 2023) instead of DPO's logistic loss."),
+    ("align", "pairs_per_item", "Ratings or clicks turned into pairs (--reward_loss bradley_terry, dpo): "
+                                "partners drawn for each item among the other items of its prompt, seeded; "
+                                "never the all-pairs product."),
+    ("align", "min_rating_gap", "Ratings or clicks turned into pairs: only partners whose ratings (or "
+                                "click-through rates) differ by more than this."),
     ("runtime", "strategy", "default (one device), mirrored (all local GPUs, or --cpu_replicas CPU "
                             "devices) or multi_worker (reads TF_CONFIG)."),
     ("runtime", "cpu_replicas", "With mirrored/multi_worker: split the CPU into N logical devices."),
