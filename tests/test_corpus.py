@@ -2,7 +2,8 @@ import os
 
 
 from tfpref.data import corpus
-from tfpref.data.corpus import chunk_text, load_documents, load_splits, split_of
+from tfpref.data.corpus import chunk_text, load_documents, load_splits
+from tfpref.data.splits import document_split as split_of
 
 PYTHON_SOURCE = '''"""Module doc."""
 import os

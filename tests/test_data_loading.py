@@ -10,7 +10,7 @@ import pytest
 
 import tfpref  # noqa: F401  (quiet TensorFlow set-up)
 from tfpref.config import DataConfig, RunConfig
-from tfpref.data.corpus import split_of
+from tfpref.data.splits import document_split as split_of
 from tfpref.data.labeled import PEP8_CLASSES
 from tfpref.data.loading import (labeled_classes, load_labeled_data, load_preference_data, preference_kind,
                                  preference_split_arrays)

@@ -7,7 +7,8 @@ import pytest
 import tfpref  # noqa: F401  (quiet TensorFlow set-up)
 from tfpref.config import RunConfig
 from tfpref.data.loading import preference_split_arrays
-from tfpref.data.preferences import load_preferences, prompt_split
+from tfpref.data.preferences import load_preferences
+from tfpref.data.splits import prompt_split
 from tfpref.data.prompts import policy_prompts
 from tfpref.data.tokenizer import ByteTokenizer
 

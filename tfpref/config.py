@@ -21,7 +21,8 @@ SFT_OBJECTIVES = ("sft",)  # supervised fine-tuning on prompt/completion or conv
 FEEDBACK_OBJECTIVES = ("filter", "conditional", "unlikelihood", "rwr", "awr", "preference_vector")
 RL_OBJECTIVES = ("reinforce", "rloo", "ppo")
 POLICY_OBJECTIVES = ("dpo",) + RL_OBJECTIVES  # fine-tune --init_from, which is also their reference
-OBJECTIVE_NAMES = TEXT_OBJECTIVES + SFT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES + ("reward_model",) + POLICY_OBJECTIVES
+OBJECTIVE_NAMES = (TEXT_OBJECTIVES + SFT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES + ("reward_model",)
+                   + POLICY_OBJECTIVES)
 # Objectives whose generation can be asked for aligned or misaligned text.
 CONTROLLABLE_OBJECTIVES = ("conditional", "preference_vector")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -39,6 +40,7 @@ class DataConfig:
     seq_len: int = 256            # tokens the model sees per example
     max_chunk_chars: int = 4096   # chunks (segments) are cut at top-level def/class, at most this long
     validation_data: str = ""     # a separate file of the same kind as --data, held out whole
+    split_by: str = "auto"        # JSONL records with prompts: held out by prompt or by record
 
     def validate(self):
         _positive(self, "seq_len", "max_chunk_chars")
@@ -46,6 +48,7 @@ class DataConfig:
             raise UserError("--data: empty path")
         if not self.text_field:
             raise UserError("--text_field: must not be empty")
+        _choice(self, "split_by", ("auto", "prompt", "record"))
 
 
 @dataclass
@@ -335,6 +338,7 @@ FLAG_OBJECTIVES = {
     "max_new_tokens": POLICY_OBJECTIVES, "temperature": POLICY_OBJECTIVES, "prompt_chars": POLICY_OBJECTIVES,
     "ipo": ("dpo",), "check_samples": CONTROLLABLE_OBJECTIVES,
     "pairs_per_item": ("reward_model", "dpo"), "min_rating_gap": ("reward_model", "dpo"),
+    "split_by": ("reward_model",) + POLICY_OBJECTIVES + SFT_OBJECTIVES,
 }
 # Architecture flags that only some models have.
 FLAG_MODELS = {"num_heads": ("transformer",), "ff_dim": ("transformer",), "tie_embeddings": ("transformer", "lstm")}

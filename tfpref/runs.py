@@ -14,12 +14,16 @@ import os
 
 import tensorflow as tf
 
-from tfpref.config import DEFAULT_REWARD_LOSS, REWARD_LOSS_KINDS, RunConfig, incompatible_fields
-from tfpref.data.loading import labeled_classes, preference_kind
+from tfpref.config import (DEFAULT_REWARD_LOSS, POLICY_OBJECTIVES, REWARD_LOSS_KINDS, SFT_OBJECTIVES, RunConfig,
+                           incompatible_fields)
+from tfpref.data.loading import jsonl_prompts, labeled_classes, preference_kind
+from tfpref.data.splits import choose_split_by
 from tfpref.errors import UserError
 from tfpref.models import build_task_model
 
 CONFIG_FILE = "config.json"
+# Objectives whose JSONL data has prompts, split by prompt or by record (tfpref.data.splits).
+PROMPTED_OBJECTIVES = ("reward_model",) + POLICY_OBJECTIVES + SFT_OBJECTIVES
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -82,7 +86,7 @@ def adopt_init_from(config):
 
 def resolve_config(config):
     """A validated copy of `config` with everything the run depends on decided: the --init_from
-    architecture, a classifier's classes and --reward_loss auto (both read from the data).
+    architecture, a classifier's classes, --reward_loss auto and --split_by auto (read from the data).
 
     The checks that read the disk (--init_from, --reward_model, the data's format) happen here; the
     rest is `RunConfig.validate`, which runs last, on the config that will be trained.
@@ -104,6 +108,10 @@ def resolve_config(config):
                             f"(use {DEFAULT_REWARD_LOSS[kind]} or bradley_terry)")
     if config.align.reward_model and objective != "reward_model":
         check_reward_model_dir(config.align.reward_model)
+    if data.split_by == "auto" and objective in PROMPTED_OBJECTIVES and data.data.endswith(".jsonl"):
+        data.split_by, why = choose_split_by(jsonl_prompts(data.data))
+        if not data.validation_data:
+            print(f"Held-out records of {data.data}: by {data.split_by} ({why})", flush=True)
     return config.validate()
 
 

@@ -16,7 +16,10 @@ TRAIN_FLAGS = [
     ("data", "seq_len", "Tokens (bytes) per training example."),
     ("data", "max_chunk_chars", "Longest chunk (segment) when cutting documents at top-level def/class."),
     ("data", "validation_data", "A separate file of the same kind as --data to validate (and evaluate) on, "
-                                "instead of a held-out part of --data."),
+                                "instead of a held-out part of --data (all of which then trains)."),
+    ("data", "split_by", "JSONL records with prompts (preferences, prompts, SFT): hold out whole prompts, or "
+                         "records; auto splits by record when one prompt holds more than 5%% of the records "
+                         "(an empty prompt shared by all). A record's own 'split' field always wins."),
     ("model", "model", "Architecture: transformer or lstm (language models), or conv (a bidirectional "
                        "convolutional encoder for --objective reward_model)."),
     ("model", "d_model", "Width of embeddings and hidden states."),

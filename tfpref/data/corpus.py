@@ -7,39 +7,28 @@ Sources, chosen by `--data`:
   * a text file, a directory (every non-hidden file below it) or a glob pattern of text files.
 
 A document's split comes from a hash of its key (its path relative to the corpus root, or its JSONL
-line number), so the split never changes between runs or machines. Documents are cut into chunks at
+line number), so the split never changes between runs or machines; a JSONL record's own `split`
+field and `--validation_data` come first (tfpref.data.splits). Documents are cut into chunks at
 top-level `def` / `class` boundaries (decorators stay with their function), at most
 `max_chunk_chars` long; chunks are the segments that preference objectives score.
 """
 import glob
-import hashlib
 import json
 import os
 import sysconfig
 from dataclasses import dataclass
 
+from tfpref.data.splits import SPLITS, document_split, explicit_split, roles
 from tfpref.errors import UserError, location
 
-SPLITS = ("train", "validation", "test")
-_SPLIT_PERCENT = {"train": 90, "validation": 5, "test": 5}
 _TOP_LEVEL_STARTS = ("def ", "async def ", "class ", "@")
 
 
 @dataclass(frozen=True)
 class Document:
-    key: str    # stable identity used for the split
+    key: str            # stable identity used for the split
     text: str
-
-
-def hash_bucket(key):
-    """0..99 from a hash of `key`: the same on every run and machine (what the splits are cut from)."""
-    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:4], "big") % 100
-
-
-def split_of(key):
-    """'train', 'validation' or 'test' for a document key; stable across runs and machines."""
-    bucket = hash_bucket(key)
-    return "train" if bucket < 90 else "validation" if bucket < 95 else "test"
+    split: str = None   # a JSONL record's own `split` field
 
 
 def chunk_text(text, max_chars):
@@ -146,7 +135,7 @@ def _jsonl_documents(path, text_field):
         if not isinstance(text, str):
             raise UserError(f"{location(path, number, text_field)} must be a string, "
                             f"got {type(text).__name__}")
-        yield Document(f"line:{number}", text)
+        yield Document(f"line:{number}", text, explicit_split(path, number, record))
 
 
 def _text_file_documents(paths, root):
@@ -197,15 +186,18 @@ def load_documents(data, text_field="text", max_chunk_chars=4096):
     return documents
 
 
-def load_split_documents(data, text_field="text", max_chunk_chars=4096):
-    """{split: [[chunk text, ...] of each document, ...]} for train, validation and test."""
+def load_split_documents(data, text_field="text", max_chunk_chars=4096, validation_data=""):
+    """{split: [[chunk text, ...] of each document, ...]} for train, validation and test; with
+    `validation_data`, all of `data` trains and all of that corpus validates."""
     splits = {name: [] for name in SPLITS}
-    for document in load_documents(data, text_field, max_chunk_chars):
-        splits[split_of(document.key)].append(chunk_text(document.text, max_chunk_chars))
+    for path, role in roles(data, validation_data):
+        for document in load_documents(path, text_field, max_chunk_chars):
+            split = document.split or (document_split(document.key) if role == "data" else role)
+            splits[split].append(chunk_text(document.text, max_chunk_chars))
     return splits
 
 
-def load_splits(data, text_field="text", max_chunk_chars=4096):
-    """{split: [chunk text, ...]} for train, validation and test."""
+def load_splits(data, text_field="text", max_chunk_chars=4096, validation_data=""):
+    """{split: [chunk text, ...]} for train, validation and test (see `load_split_documents`)."""
     return {name: [chunk for chunks in documents for chunk in chunks]
-            for name, documents in load_split_documents(data, text_field, max_chunk_chars).items()}
+            for name, documents in load_split_documents(data, text_field, max_chunk_chars, validation_data).items()}

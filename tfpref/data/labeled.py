@@ -3,7 +3,8 @@
 With `--data stdlib` each chunk of the standard library is labelled `pep8_clean` (no pycodestyle
 violation) or `pep8_violations`, so classification works offline with no labelled file.
 """
-from tfpref.data.corpus import SPLITS, chunk_text, jsonl_records, load_splits, split_of
+from tfpref.data.corpus import chunk_text, jsonl_records, load_splits
+from tfpref.data.splits import SPLITS, document_split, explicit_split, roles
 from tfpref.errors import UserError, location
 from tfpref.scorers.pep8 import pep8_violations_many
 
@@ -22,18 +23,23 @@ def _labeled_records(path, text_field, label_field):
             if not isinstance(record[field], kinds) or isinstance(record[field], bool):
                 raise UserError(f"{location(path, number, field)} has the wrong type "
                                 f"({type(record[field]).__name__})")
-        yield number, record[text_field], str(record[label_field])
+        yield number, record
 
 
 def _jsonl_examples(data_config):
-    """(split, text, label) of each example of a labelled JSONL --data; any other --data but stdlib
-    is a UserError."""
-    if not data_config.data.endswith(".jsonl"):
-        raise UserError(f"--data {data_config.data}: classification needs a .jsonl file with "
-                        f"'{data_config.text_field}' and '{data_config.label_field}' fields, or 'stdlib'")
-    for number, text, label in _labeled_records(data_config.data, data_config.text_field, data_config.label_field):
-        for chunk in chunk_text(text, data_config.max_chunk_chars)[:1]:  # one example per record (none if empty)
-            yield split_of(f"line:{number}"), chunk, label
+    """(split, text, label) of each example of a labelled JSONL --data (and --validation_data); any
+    other --data but stdlib is a UserError."""
+    for path, role in roles(data_config.data, data_config.validation_data):
+        flag = "--data" if role != "validation" else "--validation_data"
+        if not path.endswith(".jsonl"):
+            raise UserError(f"{flag} {path}: classification needs a .jsonl file with "
+                            f"'{data_config.text_field}' and '{data_config.label_field}' fields, or 'stdlib'")
+        for number, record in _labeled_records(path, data_config.text_field, data_config.label_field):
+            text, label = record[data_config.text_field], str(record[data_config.label_field])
+            split = explicit_split(path, number, record) or (
+                document_split(f"line:{number}") if role == "data" else role)
+            for chunk in chunk_text(text, data_config.max_chunk_chars)[:1]:  # one example per record (none if empty)
+                yield split, chunk, label
 
 
 def _classes(data_config, train_labels):
@@ -50,7 +56,8 @@ def labeled_classes(data_config):
     if data_config.data == "stdlib":
         # Labelling the whole library takes pycodestyle a minute: stop once every class has turned up.
         seen = set()
-        for chunk in load_splits("stdlib", max_chunk_chars=data_config.max_chunk_chars)["train"]:
+        for chunk in load_splits("stdlib", max_chunk_chars=data_config.max_chunk_chars,
+                                 validation_data=data_config.validation_data)["train"]:
             seen.update(pep8_labels([chunk]))
             if len(seen) == len(PEP8_CLASSES):
                 break
@@ -62,7 +69,8 @@ def load_labeled_splits(data_config):
     """{split: (texts, labels)} and the sorted class names."""
     splits = {name: ([], []) for name in SPLITS}
     if data_config.data == "stdlib":
-        chunk_splits = load_splits("stdlib", max_chunk_chars=data_config.max_chunk_chars)
+        chunk_splits = load_splits("stdlib", max_chunk_chars=data_config.max_chunk_chars,
+                                   validation_data=data_config.validation_data)
         for name, chunks in chunk_splits.items():
             splits[name] = (chunks, pep8_labels(chunks))
     else:

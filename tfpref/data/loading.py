@@ -6,6 +6,7 @@ Loading never changes the config: what a run derives from its data (the class na
 classification run, the format of a preference file) is read beforehand with `labeled_classes`
 and `preference_kind`, so the config is complete when it is validated.
 """
+import dataclasses
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ from tfpref.data.labeled import labeled_classes, load_labeled_splits
 from tfpref.data.pipeline import ArrayData, build_token_data
 from tfpref.data.preferences import detect_format, load_preferences, preference_arrays
 from tfpref.data.scored import load_scored_token_data
+from tfpref.data.splits import select
 from tfpref.errors import UserError
 
 
@@ -24,8 +26,8 @@ def load_text_data(config, objective_cls, wanted=("train", "validation"), show_p
     if objective_cls.needs_scores:
         loaded = load_scored_token_data(config, objective_cls, wanted, show_progress)
     else:
-        splits = load_splits(data.data, data.text_field, data.max_chunk_chars)
-        loaded = {split: build_token_data(splits[split], data.seq_len) if splits[split] else None
+        parts = load_splits(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
+        loaded = {split: build_token_data(select(parts, split), data.seq_len) if select(parts, split) else None
                   for split in wanted}
     if "train" in wanted and (loaded["train"] is None or loaded["train"].num_examples == 0):
         raise UserError(f"--data {data.data}: fewer than --seq_len {data.seq_len} + 1 training tokens")
@@ -41,7 +43,8 @@ def load_labeled_data(config, wanted):
     class_ids = {name: i for i, name in enumerate(classes)}
 
     def token_data(split):
-        texts, labels = splits[split]
+        texts, labels = (select({name: part[0] for name, part in splits.items()}, split),
+                         select({name: part[1] for name, part in splits.items()}, split))
         known = [(text, class_ids[label]) for text, label in zip(texts, labels) if label in class_ids]
         if not known:
             return None
@@ -70,29 +73,60 @@ def preference_kind(path):
     raise UserError(f"{path}: no preference records")
 
 
+def jsonl_prompts(path):
+    """The prompt of each record of a JSONL file ('prompt', or the 'messages' of a conversation; a
+    record with neither has the empty prompt): what `choose_split_by` reads."""
+    return [record.get("prompt", record.get("messages", "")) for _, record in jsonl_records(path)]
+
+
 def load_preference_data(config):
-    """PreferenceSet of --data (a preference JSONL file; see tfpref.data.preferences)."""
-    _check_preference_file(config.data.data, config.train.objective)
-    return load_preferences(config.data.data)
+    """PreferenceSet of --data (a preference JSONL file; see tfpref.data.preferences), with the
+    records of --validation_data as its validation split when that is given."""
+    data = config.data
+    _check_preference_file(data.data, config.train.objective)
+    if not data.validation_data:
+        return load_preferences(data.data, data.split_by)
+    _check_preference_file(data.validation_data, config.train.objective)
+    train = load_preferences(data.data, data.split_by, role="train")
+    validation = load_preferences(data.validation_data, data.split_by, role="validation")
+    if validation.kind != train.kind:
+        raise UserError(f"--validation_data {data.validation_data}: {validation.kind} records, but --data "
+                        f"{data.data} holds {train.kind} records (both files must be of one format)")
+    return dataclasses.replace(train, items=train.items + validation.items)
 
 
 def preference_split_arrays(config, data, wanted, pairs_only=False):
-    """{split: ArrayData or None} of a PreferenceSet's `wanted` splits (by prompt: see prompt_split)."""
+    """{split: ArrayData or None} of a PreferenceSet's `wanted` splits ('all': every record)."""
     loaded = {}
+    align = config.align
+    pairing = dict(pairs_per_item=align.pairs_per_item, min_gap=align.min_rating_gap)
     for split in wanted:
         part = data.split(split)
-        if not part.items or (pairs_only and not part.comparisons()):
+        if not part.items or (pairs_only and not part.comparisons(**pairing)):
             loaded[split] = None
             continue
-        arrays = preference_arrays(part, config.data.seq_len, pairs_only)
+        arrays = preference_arrays(part, config.data.seq_len, pairs_only, **pairing)
         if "weight" in arrays:  # raters or impressions, as weights of mean 1
             arrays["weight"] = arrays["weight"] / np.float32(arrays["weight"].mean())
         loaded[split] = ArrayData(arrays, config.data.seq_len)
     if "train" in wanted and loaded["train"] is None:
-        what = "comparisons (pairs of completions of one prompt that differ)" if pairs_only else "records"
-        raise UserError(f"--data {data.source}: no training {what}")
+        raise UserError(_no_training_records(data, pairs_only))
     return loaded
 
 
-__all__ = ["load_text_data", "labeled_classes", "load_labeled_data", "preference_kind", "load_preference_data",
-           "preference_split_arrays"]
+def _no_training_records(data, pairs_only):
+    """Why a preference file gave no training records, in the data's terms, and what to do."""
+    train = data.split("train")
+    if not train.items:
+        held_out = len(data.items)
+        return (f"--data {data.source}: all {held_out} records are held out (split by {data.split_by}); give "
+                f"the records a 'split' field, --split_by record, or a separate --validation_data file")
+    if data.kind in ("rating", "clicks"):
+        return (f"--data {data.source}: no two training records of one prompt have different "
+                f"{'ratings' if data.kind == 'rating' else 'click-through rates'} (more than --min_rating_gap "
+                f"apart), so no pairs; train with --reward_loss {'regression' if data.kind == 'rating' else 'bce'}")
+    return f"--data {data.source}: no training {'comparisons' if pairs_only else 'records'}"
+
+
+__all__ = ["load_text_data", "labeled_classes", "load_labeled_data", "preference_kind", "jsonl_prompts",
+           "load_preference_data", "preference_split_arrays"]

@@ -20,12 +20,15 @@ the ceiling on accuracy is computed: "annotator_p" on a pair (the probability th
 chosen completion); "annotator_rewards" (one per completion) and "annotator_temperature" on a
 ranking (it prefers completion i to j with probability sigmoid((r_i - r_j) / T)).
 """
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from tfpref.data.corpus import SPLITS, hash_bucket, jsonl_records
+from tfpref.data.corpus import jsonl_records
+from tfpref.data.splits import ALL, SPLITS, choose_split_by, explicit_split, prompt_key, record_split
 from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
 from tfpref.errors import UserError, location
 
@@ -35,12 +38,9 @@ FORMATS = {  # name -> the fields that identify it
     "clicks": ("clicks", "impressions"),
     "rating": ("rating",),
 }
-# Prompts are hashed into 100 buckets: the lowest are validation (as they always were), the
-# highest test (as in a corpus, where test is the top of the range), the rest train.
-# Held-out prompts: the buckets 0-9 that were the validation split before a test split existed,
-# halved, so that the training split (buckets 10-99) is what it always was: 90/5/5, as documents.
-VALIDATION_PERCENT = 5
-TEST_PERCENT = 5
+# Ratings or clicks as pairs: partners drawn per item, and the seed of the draw.
+DEFAULT_PAIRS_PER_ITEM = 4
+PAIR_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Preference:
     annotator_p: float = None    # simulated pair: P(annotator prefers the chosen completion)
     annotator_rewards: tuple = None     # simulated ranking: the annotator's hidden reward of each completion
     annotator_temperature: float = None
+    split: str = None            # train, validation or test (tfpref.data.splits)
 
     def preference_p(self, better, worse):
         """P(the simulated annotator prefers completion `better` to `worse`), or None if unknown."""
@@ -68,18 +69,23 @@ class PreferenceSet:
     kind: str          # one of FORMATS
     items: list        # [Preference]
     source: str = ""
+    split_by: str = "prompt"  # how the held-out records were chosen (tfpref.data.splits)
 
     def split(self, name):
-        """The items of the 'train', 'validation' or 'test' split (see `prompt_split`)."""
+        """The items of the 'train', 'validation' or 'test' split, or all of them ('all')."""
+        if name == ALL:
+            return self
         if name not in SPLITS:  # never a silent fallback to another split
-            raise ValueError(f"unknown split {name!r} (choose from {', '.join(SPLITS)})")
-        return PreferenceSet(self.kind, [p for p in self.items if prompt_split(p.prompt) == name], self.source)
+            raise ValueError(f"unknown split {name!r} (choose from {', '.join(SPLITS + (ALL,))})")
+        return dataclasses.replace(self, items=[p for p in self.items if p.split == name])
 
-    def comparisons(self):
-        """[(prompt, chosen, rejected, margin, annotator_p)]: every ordered pair the data implies.
+    def comparisons(self, pairs_per_item=DEFAULT_PAIRS_PER_ITEM, min_gap=0.0, seed=PAIR_SEED):
+        """[(prompt, chosen, rejected, margin, annotator_p)]: the ordered pairs the data implies.
 
-        Rankings give all k(k-1)/2 pairs; ratings and clicks pair the completions of one prompt
-        whose targets differ.
+        Pairs and rankings give all their pairs (k(k-1)/2 for a ranking of k). Ratings and clicks
+        give, for each item, up to `pairs_per_item` partners drawn (seeded) among the other items of
+        its prompt whose target differs by more than `min_gap`: a bounded number of pairs, never the
+        product of all items with all (23,703 ratings of one prompt would make 280 million).
         """
         if self.kind in ("pairwise", "ranking"):
             return [(p.prompt, p.completions[p.order[i]], p.completions[p.order[j]], p.margin,
@@ -87,14 +93,14 @@ class PreferenceSet:
                     for p in self.items for i in range(len(p.order)) for j in range(i + 1, len(p.order))]
         by_prompt = {}
         for p in self.items:
-            by_prompt.setdefault(p.prompt, []).append(p)
+            by_prompt.setdefault(prompt_key(p.prompt), []).append(p)
+        rng = np.random.default_rng(seed)
         pairs = []
-        for prompt, group in by_prompt.items():
-            for a in range(len(group)):
-                for b in range(a + 1, len(group)):
-                    better, worse = sorted((group[a], group[b]), key=lambda p: -p.target)
-                    if better.target != worse.target:
-                        pairs.append((prompt, better.completions[0], worse.completions[0], 0.0, None))
+        for group in by_prompt.values():
+            targets = np.array([p.target for p in group])
+            for a, b in sampled_partners(targets, pairs_per_item, min_gap, rng):
+                better, worse = (group[a], group[b]) if targets[a] > targets[b] else (group[b], group[a])
+                pairs.append((better.prompt, better.completions[0], worse.completions[0], 0.0, None))
         return pairs
 
     def noise_ceiling(self):
@@ -109,13 +115,29 @@ class PreferenceSet:
         return float(np.mean([max(p, 1 - p) for p in probabilities]))
 
 
-def prompt_split(prompt):
-    """'train', 'validation' or 'test' for a prompt, by a hash of it: stable across runs and
-    machines, and every completion of a prompt lands in the same split."""
-    bucket = hash_bucket(prompt)
-    if bucket < VALIDATION_PERCENT:
-        return "validation"
-    return "test" if bucket < VALIDATION_PERCENT + TEST_PERCENT else "train"
+def sampled_partners(targets, pairs_per_item, min_gap, rng):
+    """Unordered index pairs (a, b), a != b, |targets[a] - targets[b]| > min_gap: for each item up to
+    `pairs_per_item` partners drawn without replacement, each pair kept once. Memory and time grow
+    with len(targets) * pairs_per_item, whatever the number of items."""
+    n = len(targets)
+    if n < 2:
+        return []
+    order = np.argsort(targets, kind="stable")
+    ranked = targets[order]
+    pairs = set()
+    for a in range(n):
+        # Items whose targets are within min_gap of a's are never partners: draw among the rest,
+        # found by binary search on the sorted targets.
+        low = np.searchsorted(ranked, targets[a] - min_gap, side="left")
+        high = np.searchsorted(ranked, targets[a] + min_gap, side="right")
+        eligible = n - (high - low)
+        if eligible == 0:
+            continue
+        draws = rng.choice(eligible, size=min(pairs_per_item, eligible), replace=False)
+        for d in draws:
+            b = int(order[d if d < low else d + (high - low)])
+            pairs.add((min(a, b), max(a, b)))
+    return sorted(pairs)
 
 
 # ---- reading and validation ------------------------------------------------------------------
@@ -246,18 +268,22 @@ def _merge_repeats(items):
             q = merged[key]
             weight = q.weight + p.weight
             merged[key] = Preference(p.prompt, p.completions, target=(q.target * q.weight + p.target * p.weight)
-                                     / weight, weight=weight)
+                                     / weight, weight=weight, split=q.split or p.split)
         else:
             merged[key] = p
     return list(merged.values())
 
 
-def load_preferences(path):
+def load_preferences(path, split_by="auto", role="data"):
     """PreferenceSet of the JSONL file `path`; any bad record is a UserError naming file, line, field.
+
+    Each item gets its split (tfpref.data.splits): its record's `split` field, else `role` when it is
+    "train" or "validation" (a run with --validation_data), else a hash of its prompt or of the
+    record (`split_by`: "prompt", "record", or "auto" to choose from the prompts).
 
     Example:
         >>> data = load_preferences("pairs.jsonl")
-        >>> data.kind, len(data.items), data.comparisons()[0][:3]
+        >>> data.kind, len(data.items), data.comparisons()[0][:3], data.split_by
     """
     kind, items = None, []
     for number, record in jsonl_records(path):
@@ -268,12 +294,23 @@ def load_preferences(path):
             raise UserError(f"{location(path, number)}: a {record_kind} record in a {kind} file "
                             f"(one format per file)")
         prompt = _text(path, number, record, "prompt", allow_empty=True)
-        items.append(_PARSERS[kind](path, number, record, prompt))
+        item = _PARSERS[kind](path, number, record, prompt)
+        items.append(dataclasses.replace(item, split=explicit_split(path, number, record)))
     if kind is None:
         raise UserError(f"{path}: no preference records")
     if kind in ("rating", "clicks"):
         items = _merge_repeats(items)
-    return PreferenceSet(kind, items, str(path))
+    if split_by == "auto":
+        split_by, _ = choose_split_by([p.prompt for p in items])
+    items = [dataclasses.replace(p, split=record_split(p.split, p.prompt, _record_key(p), split_by, role))
+             for p in items]
+    return PreferenceSet(kind, items, str(path), split_by)
+
+
+def _record_key(item):
+    """What a split by record hashes: the prompt and the completions, so a record keeps its split
+    however the file is ordered."""
+    return json.dumps([prompt_key(item.prompt), [prompt_key(c) for c in item.completions]], ensure_ascii=False)
 
 
 # ---- tensors ---------------------------------------------------------------------------------
@@ -315,7 +352,7 @@ def encode_groups(prompts, completion_groups, seq_len):
             "completion_valid": valid}
 
 
-def preference_arrays(data, seq_len, pairs_only=False):
+def preference_arrays(data, seq_len, pairs_only=False, pairs_per_item=DEFAULT_PAIRS_PER_ITEM, min_gap=0.0):
     """{name: array} of a PreferenceSet, one row per item (or per comparison with `pairs_only`).
 
     Rows hold their completions best first (pairs and rankings), so index 0 is the chosen one;
@@ -324,7 +361,7 @@ def preference_arrays(data, seq_len, pairs_only=False):
     for rankings (row i preferred to row j).
     """
     if pairs_only or data.kind == "pairwise":
-        rows = data.comparisons()
+        rows = data.comparisons(pairs_per_item, min_gap)
         arrays = encode_groups([r[0] for r in rows], [(r[1], r[2]) for r in rows], seq_len)
         arrays["margin"] = np.array([r[3] for r in rows], np.float32)
         arrays["annotator_p"] = np.array([np.nan if r[4] is None else r[4] for r in rows], np.float32)

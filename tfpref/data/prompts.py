@@ -9,8 +9,8 @@ a preference file (its evaluation prompts) are exactly those it never trained on
 import os
 
 from tfpref.data.corpus import jsonl_records, load_splits
+from tfpref.data.splits import ALL, choose_split_by, explicit_split, record_split, roles, select
 from tfpref.data.pipeline import ArrayData
-from tfpref.data.preferences import prompt_split
 from tfpref.data.tokenizer import ByteTokenizer, left_pad
 from tfpref.errors import UserError, location
 
@@ -28,23 +28,37 @@ def prompt_of(chunk, max_chars):
     return prompt or lines[0][:max_chars]
 
 
-def policy_prompts(data, split, max_chars, text_field="text", max_chunk_chars=4096):
-    """Distinct prompts of the `split` ('train', 'validation' or 'test') of `data`, in a stable order."""
+def policy_prompts(data, split, max_chars, text_field="text", max_chunk_chars=4096, validation_data="",
+                   split_by="auto"):
+    """Distinct prompts of the `split` ('train', 'validation', 'test' or 'all') of `data` (and of
+    `validation_data`), in a stable order; a JSONL file's records split as preference records do
+    (tfpref.data.splits), so a policy is evaluated on the held-out prompts of its preference data.
+    An empty prompt is a prompt: generation from BOS alone (unconditioned data)."""
     if data.endswith(".jsonl") and os.path.isfile(data):
-        prompts = []
-        for number, record in jsonl_records(data):
-            if "prompt" not in record:
-                raise UserError(f"{location(data, number, 'prompt')} is missing (RL prompts come from "
-                                f"a JSONL file's 'prompt' field)")
-            if not isinstance(record["prompt"], str):
-                raise UserError(f"{location(data, number, 'prompt')} must be a string")
-            if prompt_split(record["prompt"]) == split:  # the whole prompt, as preference records split
-                prompts.append(record["prompt"][-max_chars:])
-    else:
-        chunks = [c for c in load_splits(data, text_field, max_chunk_chars)[split] if c.strip()]
-        functions = [c for c in chunks if c.startswith(_STARTS)]
-        prompts = [prompt_of(c, max_chars) for c in (functions or chunks)]
+        records = []
+        for path, role in roles(data, validation_data):
+            records += [(role, *record) for record in _jsonl_prompts(path)]
+        if split_by == "auto":
+            split_by, _ = choose_split_by([prompt for role, _, prompt, _ in records if role == "data"])
+        prompts = [prompt[-max_chars:] for role, explicit, prompt, key in records
+                   if split == ALL or record_split(explicit, prompt, key, split_by, role) == split]
+        return list(dict.fromkeys(prompts))
+    parts = load_splits(data, text_field, max_chunk_chars, validation_data)
+    chunks = [c for c in select(parts, split) if c.strip()]
+    functions = [c for c in chunks if c.startswith(_STARTS)]
+    prompts = [prompt_of(c, max_chars) for c in (functions or chunks)]
     return list(dict.fromkeys(p for p in prompts if p))
+
+
+def _jsonl_prompts(path):
+    """(explicit split, prompt, record key) of each record of a JSONL file of prompts."""
+    for number, record in jsonl_records(path):
+        if "prompt" not in record:
+            raise UserError(f"{location(path, number, 'prompt')} is missing (RL prompts come from "
+                            f"a JSONL file's 'prompt' field)")
+        if not isinstance(record["prompt"], str):
+            raise UserError(f"{location(path, number, 'prompt')} must be a string")
+        yield explicit_split(path, number, record), record["prompt"], f"line:{number}"
 
 
 def encode_prompts(prompts):

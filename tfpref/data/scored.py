@@ -14,6 +14,7 @@ each segment (conditional training); these hooks are classmethods of the objecti
 import numpy as np
 
 from tfpref.data.corpus import load_split_documents
+from tfpref.data.splits import ALL, select
 from tfpref.data.pipeline import TokenData, pack_windows
 from tfpref.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL
 from tfpref.errors import UserError
@@ -94,13 +95,14 @@ def load_scored_token_data(config, objective_cls, wanted=("train", "validation")
     """{split: TokenData with scores} for the `wanted` splits, shaped by the objective's hooks."""
     data, feedback = config.data, config.feedback
     scorer = get_scorer(feedback.scorer)
-    documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars)
+    documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
     loaded = {}
     for split in wanted:
-        if not documents[split]:
+        chunks = select(documents, split)
+        if not chunks:
             loaded[split] = None
             continue
-        scored = score_segments(documents[split], scorer, feedback.segment, show_progress)
+        scored = score_segments(chunks, scorer, feedback.segment, show_progress)
         if split == "train":
             flat = np.concatenate([scores for _, scores in scored])
             scored = keep_segments(scored, objective_cls.select_segments(config, flat))
@@ -108,7 +110,7 @@ def load_scored_token_data(config, objective_cls, wanted=("train", "validation")
                 raise UserError(f"--objective {objective_cls.name}: every training segment was filtered out; "
                                 f"raise --filter_threshold or --filter_percentile")
         flat = np.concatenate([scores for _, scores in scored])
-        rng = np.random.default_rng([config.train.seed, {"train": 0, "validation": 1, "test": 2}[split]])
+        rng = np.random.default_rng([config.train.seed, {"train": 0, "validation": 1, "test": 2, ALL: 3}[split]])
         prefixes = objective_cls.segment_prefixes(config, flat, rng, training=split == "train")
         loaded[split] = build_scored_token_data(scored, data.seq_len,
                                                 None if prefixes is None else regroup(prefixes, scored))

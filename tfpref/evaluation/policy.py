@@ -90,7 +90,9 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
                         f"is gone; policy evaluation compares against it")
     source = load_config(config.train.init_from, "--init_from")
     # RL runs' --data holds their prompts; a DPO run's preference file has a "prompt" per record.
-    prompts = policy_prompts(config.data.data, split, config.align.prompt_chars)[:settings.num_prompts]
+    data = config.data
+    prompts = policy_prompts(data.data, split, config.align.prompt_chars, data.text_field, data.max_chunk_chars,
+                             data.validation_data, data.split_by)[:settings.num_prompts]
     if not prompts:
         raise UserError(f"--split {split}: no prompts in {config.data.data}")
     rewards = _reward_functions(config, settings)

@@ -109,7 +109,8 @@ class PolicyGradientObjective(Objective):
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
         """Prompts of the training split; RL has no validation loss (evaluate.py measures reward)."""
         data = config.data
-        prompts = policy_prompts(data.data, "train", config.align.prompt_chars, data.text_field, data.max_chunk_chars)
+        prompts = policy_prompts(data.data, "train", config.align.prompt_chars, data.text_field, data.max_chunk_chars,
+                                 data.validation_data, data.split_by)
         if not prompts:
             raise UserError(f"--data {data.data}: no prompts in the training split")
         width = max(len(p.encode("utf-8")) for p in prompts) + 1
