@@ -1,0 +1,159 @@
+"""Real preference data: empty or shared prompts, extra fields, a split field, a separate validation
+file, ratings of many raters, and tens of thousands of ratings under one prompt."""
+import json
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from tfpref.config import RunConfig
+from tfpref.data.loading import load_preference_data, preference_split_arrays
+from tfpref.data.preferences import load_preferences, sampled_partners
+from tfpref.data.prompts import policy_prompts
+from tfpref.data.splits import choose_split_by
+from tfpref.errors import UserError
+from tfpref.runs import resolve_config
+from tfpref.training.run import train
+
+from helpers import tiny_config
+
+WORDS = ["good", "great", "fine", "nice"]
+FILLER = ["table", "river", "stone", "cloud", "paper", "train", "green", "metal"]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+def word_pairs(count, seed, noise=0.1, prompt=""):
+    """Unconditioned pairs of six-word texts: the one with more words from WORDS wins, except for a
+    `noise` fraction of flipped labels; extra fields of every type, as real data carries."""
+    rng = np.random.default_rng(seed)
+    records = []
+    while len(records) < count:
+        texts, scores = [], []
+        for _ in range(2):
+            good = int(rng.integers(0, 5))
+            words = list(rng.choice(WORDS, good)) + list(rng.choice(FILLER, 6 - good))
+            rng.shuffle(words)
+            texts.append(" ".join(words))
+            scores.append(good)
+        if scores[0] == scores[1]:
+            continue
+        better, worse = (0, 1) if scores[0] > scores[1] else (1, 0)
+        if rng.random() < noise:
+            better, worse = worse, better
+        records.append({"prompt": prompt, "chosen": texts[better], "rejected": texts[worse],
+                        "source": ["web", "forum"][len(records) % 2], "chosen_rating": float(scores[better]),
+                        "rejected_rating": -1.5, "chosen_id": str(len(records)),
+                        "meta": {"rater": {"id": 7, "tags": ["a", "b"]}}, "rater_scores": [1, 2, 3]})
+    return records
+
+
+def test_one_shared_prompt_is_split_by_record_and_the_choice_is_recorded(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "pairs.jsonl", word_pairs(400, seed=0))
+    data = load_preferences(path)
+    assert data.split_by == "record"
+    sizes = {name: len(data.split(name).items) for name in ("train", "validation", "test")}
+    assert sizes["train"] > 320 and sizes["validation"] > 5 and sizes["test"] > 5, sizes
+    config = tiny_config(tmp_path / "rm", path, objective="reward_model", model="conv")
+    resolved = resolve_config(config)
+    assert resolved.data.split_by == "record" and config.data.split_by == "auto"
+    assert "Held-out records of" in capsys.readouterr().out
+    # The same rule with a constant sentence instead of the empty prompt: no luck of the hash.
+    constant = write_jsonl(tmp_path / "constant.jsonl", word_pairs(400, seed=0, prompt="Which is better?"))
+    assert load_preferences(constant).split_by == "record"
+
+
+def test_varied_prompts_are_split_by_prompt():
+    prompts = [f"prompt {i}" for i in range(200)] * 3  # three completions' records per prompt
+    assert choose_split_by(prompts)[0] == "prompt"
+    assert choose_split_by([""] * 50 + prompts)[0] == "record"  # the empty prompt holds 8%
+
+
+def test_a_split_field_is_respected_and_checked(tmp_path):
+    records = word_pairs(60, seed=1)
+    for i, record in enumerate(records):
+        record["split"] = ["train", "validation", "test"][i % 3]
+    data = load_preferences(write_jsonl(tmp_path / "pairs.jsonl", records))
+    assert [len(data.split(name).items) for name in ("train", "validation", "test")] == [20, 20, 20]
+    records[4]["split"] = "dev"
+    with pytest.raises(UserError, match=r"pairs.jsonl:5: field 'split' must be one of train, validation, test"):
+        load_preferences(write_jsonl(tmp_path / "pairs.jsonl", records))
+
+
+def test_a_separate_validation_file_validates_and_all_of_data_trains(tmp_path):
+    train_path = write_jsonl(tmp_path / "train.jsonl", word_pairs(100, seed=2))
+    test_path = write_jsonl(tmp_path / "test.jsonl", word_pairs(30, seed=3))
+    config = tiny_config(tmp_path / "rm", train_path, objective="reward_model", validation_data=test_path,
+                         reward_loss="bradley_terry")
+    data = load_preference_data(config)
+    assert len(data.split("train").items) == 100 and len(data.split("validation").items) == 30
+    loaded = preference_split_arrays(config, data, ("train", "validation", "test"), pairs_only=True)
+    assert loaded["train"].num_examples == 100 and loaded["validation"].num_examples == 30
+    assert loaded["test"] is None
+    ratings = write_jsonl(tmp_path / "ratings.jsonl", [{"prompt": "", "completion": "x", "rating": 1}])
+    config.data.validation_data = ratings
+    with pytest.raises(UserError, match="--validation_data .*ratings.jsonl: rating records, but --data"):
+        load_preference_data(config)
+
+
+def test_prompts_of_a_run_with_a_validation_file(tmp_path):
+    train_path = write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"p{i}"} for i in range(50)])
+    held_out = write_jsonl(tmp_path / "held.jsonl", [{"prompt": f"q{i}"} for i in range(5)])
+    assert policy_prompts(train_path, "train", 100, validation_data=held_out) == [f"p{i}" for i in range(50)]
+    assert policy_prompts(train_path, "validation", 100, validation_data=held_out) == [f"q{i}" for i in range(5)]
+    unconditioned = write_jsonl(tmp_path / "empty.jsonl", [{"prompt": ""}] * 20)
+    assert policy_prompts(unconditioned, "all", 100) == [""]  # generation from BOS alone
+
+
+def test_ratings_of_many_raters_and_bounded_pairs(tmp_path):
+    records = [{"prompt": "", "completion": f"text {i}", "rating": [i % 5, (i + 1) % 5, 3], "rater_ids": [1, 2, 3]}
+               for i in range(200)]
+    data = load_preferences(write_jsonl(tmp_path / "ratings.jsonl", records))
+    assert data.split_by == "record" and data.items[0].weight == 3.0
+    pairs = data.comparisons(pairs_per_item=3, min_gap=0.5)
+    targets = {p.completions[0]: p.target for p in data.items}
+    assert 0 < len(pairs) <= 200 * 3 and len(set(pairs)) == len(pairs)
+    assert all(targets[chosen] - targets[rejected] > 0.5 for _, chosen, rejected, _, _ in pairs)
+    assert pairs == data.comparisons(pairs_per_item=3, min_gap=0.5)  # seeded
+
+
+def test_25000_ratings_under_one_prompt_pair_in_bounded_time_and_memory():
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=25000).round(1)
+    tracemalloc.start()
+    began = time.perf_counter()
+    pairs = sampled_partners(targets, 4, 0.0, np.random.default_rng(1))
+    seconds = time.perf_counter() - began
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(json.dumps({"ratings": 25000, "pairs": len(pairs), "seconds": round(seconds, 2),
+                      "peak_mib": round(peak / 2**20, 1)}))
+    assert 90000 < len(pairs) <= 100000  # 4 partners per item, a few drawn twice: not 312 million
+    assert peak < 64 * 2**20
+    a, b = np.array(pairs).T
+    assert np.all(targets[a] != targets[b])
+
+
+def test_the_error_for_no_training_records_says_what_to_do(tmp_path):
+    records = [{"prompt": "", "completion": f"t{i}", "rating": 1.0} for i in range(30)]
+    config = tiny_config(tmp_path / "rm", write_jsonl(tmp_path / "flat.jsonl", records), objective="reward_model",
+                         reward_loss="bradley_terry")
+    with pytest.raises(UserError, match="no two training records of one prompt have different ratings"):
+        preference_split_arrays(config, load_preference_data(config), ("train",), pairs_only=True)
+
+
+@pytest.mark.slow
+def test_a_reward_model_learns_unconditioned_pairs_and_holds_on_a_separate_file(tmp_path):
+    train_path = write_jsonl(tmp_path / "train.jsonl", word_pairs(600, seed=4))
+    test_path = write_jsonl(tmp_path / "test.jsonl", word_pairs(200, seed=5, noise=0.0))
+    config = tiny_config(tmp_path / "rm", train_path, objective="reward_model", validation_data=test_path,
+                         model="conv", num_layers=3, reward_pooling="mean", train_steps=150, batch_size=32,
+                         learning_rate=3e-3, eval_batches=7)
+    result = train(config, show_progress=False)
+    stored = RunConfig.load(str(tmp_path / "rm" / "config.json"))
+    assert stored.data.validation_data == test_path and stored.data.split_by == "record"
+    assert result["validation_accuracy"] >= 0.85, result
