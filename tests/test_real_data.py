@@ -12,48 +12,20 @@ from tfpref.data.loading import load_preference_data, preference_split_arrays
 from tfpref.data.preferences import load_preferences, sampled_partners
 from tfpref.data.prompts import policy_prompts
 from tfpref.data.splits import choose_split_by
+from tfpref.data.synthetic import word_preference_pairs
 from tfpref.errors import UserError
 from tfpref.runs import resolve_config
 from tfpref.training.run import train
 
 from helpers import tiny_config
 
-WORDS = ["good", "great", "fine", "nice"]
-FILLER = ["table", "river", "stone", "cloud", "paper", "train", "green", "metal"]
-
-
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return str(path)
 
 
-def word_pairs(count, seed, noise=0.1, prompt=""):
-    """Unconditioned pairs of six-word texts: the one with more words from WORDS wins, except for a
-    `noise` fraction of flipped labels; extra fields of every type, as real data carries."""
-    rng = np.random.default_rng(seed)
-    records = []
-    while len(records) < count:
-        texts, scores = [], []
-        for _ in range(2):
-            good = int(rng.integers(0, 5))
-            words = list(rng.choice(WORDS, good)) + list(rng.choice(FILLER, 6 - good))
-            rng.shuffle(words)
-            texts.append(" ".join(words))
-            scores.append(good)
-        if scores[0] == scores[1]:
-            continue
-        better, worse = (0, 1) if scores[0] > scores[1] else (1, 0)
-        if rng.random() < noise:
-            better, worse = worse, better
-        records.append({"prompt": prompt, "chosen": texts[better], "rejected": texts[worse],
-                        "source": ["web", "forum"][len(records) % 2], "chosen_rating": float(scores[better]),
-                        "rejected_rating": -1.5, "chosen_id": str(len(records)),
-                        "meta": {"rater": {"id": 7, "tags": ["a", "b"]}}, "rater_scores": [1, 2, 3]})
-    return records
-
-
 def test_one_shared_prompt_is_split_by_record_and_the_choice_is_recorded(tmp_path, capsys):
-    path = write_jsonl(tmp_path / "pairs.jsonl", word_pairs(400, seed=0))
+    path = write_jsonl(tmp_path / "pairs.jsonl", word_preference_pairs(400, seed=0))
     data = load_preferences(path)
     assert data.split_by == "record"
     sizes = {name: len(data.split(name).items) for name in ("train", "validation", "test")}
@@ -63,7 +35,7 @@ def test_one_shared_prompt_is_split_by_record_and_the_choice_is_recorded(tmp_pat
     assert resolved.data.split_by == "record" and config.data.split_by == "auto"
     assert "Held-out records of" in capsys.readouterr().out
     # The same rule with a constant sentence instead of the empty prompt: no luck of the hash.
-    constant = write_jsonl(tmp_path / "constant.jsonl", word_pairs(400, seed=0, prompt="Which is better?"))
+    constant = write_jsonl(tmp_path / "constant.jsonl", word_preference_pairs(400, seed=0, prompt="Which is better?"))
     assert load_preferences(constant).split_by == "record"
 
 
@@ -74,7 +46,7 @@ def test_varied_prompts_are_split_by_prompt():
 
 
 def test_a_split_field_is_respected_and_checked(tmp_path):
-    records = word_pairs(60, seed=1)
+    records = word_preference_pairs(60, seed=1)
     for i, record in enumerate(records):
         record["split"] = ["train", "validation", "test"][i % 3]
     data = load_preferences(write_jsonl(tmp_path / "pairs.jsonl", records))
@@ -85,8 +57,8 @@ def test_a_split_field_is_respected_and_checked(tmp_path):
 
 
 def test_a_separate_validation_file_validates_and_all_of_data_trains(tmp_path):
-    train_path = write_jsonl(tmp_path / "train.jsonl", word_pairs(100, seed=2))
-    test_path = write_jsonl(tmp_path / "test.jsonl", word_pairs(30, seed=3))
+    train_path = write_jsonl(tmp_path / "train.jsonl", word_preference_pairs(100, seed=2))
+    test_path = write_jsonl(tmp_path / "test.jsonl", word_preference_pairs(30, seed=3))
     config = tiny_config(tmp_path / "rm", train_path, objective="reward_model", validation_data=test_path,
                          reward_loss="bradley_terry")
     data = load_preference_data(config)
@@ -148,8 +120,8 @@ def test_the_error_for_no_training_records_says_what_to_do(tmp_path):
 
 @pytest.mark.slow
 def test_a_reward_model_learns_unconditioned_pairs_and_holds_on_a_separate_file(tmp_path):
-    train_path = write_jsonl(tmp_path / "train.jsonl", word_pairs(600, seed=4))
-    test_path = write_jsonl(tmp_path / "test.jsonl", word_pairs(200, seed=5, noise=0.0))
+    train_path = write_jsonl(tmp_path / "train.jsonl", word_preference_pairs(600, seed=4))
+    test_path = write_jsonl(tmp_path / "test.jsonl", word_preference_pairs(200, seed=5, noise=0.0))
     config = tiny_config(tmp_path / "rm", train_path, objective="reward_model", validation_data=test_path,
                          model="conv", num_layers=3, reward_pooling="mean", train_steps=150, batch_size=32,
                          learning_rate=3e-3, eval_batches=7)
