@@ -21,7 +21,8 @@ SFT_OBJECTIVES = ("sft",)  # supervised fine-tuning on prompt/completion or conv
 FEEDBACK_OBJECTIVES = ("filter", "conditional", "unlikelihood", "rwr", "awr", "preference_vector")
 RL_OBJECTIVES = ("reinforce", "rloo", "ppo")
 POLICY_OBJECTIVES = ("dpo",) + RL_OBJECTIVES  # fine-tune --init_from, which is also their reference
-OBJECTIVE_NAMES = TEXT_OBJECTIVES + SFT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES + ("reward_model",) + POLICY_OBJECTIVES
+OBJECTIVE_NAMES = (TEXT_OBJECTIVES + SFT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES + ("reward_model",)
+                   + POLICY_OBJECTIVES)
 # Objectives whose generation can be asked for aligned or misaligned text.
 CONTROLLABLE_OBJECTIVES = ("conditional", "preference_vector")
 STRATEGIES = ("default", "mirrored", "multi_worker")
