@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfpref.cli import evaluate_main, train_main
 from tfpref.config import ModelConfig
+from tfpref.data.chat import END_ID, chat_generation, render
 from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.models import CausalLM, Classifier, build_model, build_task_model
 from tfpref.models.logprobs import sequence_logprobs
@@ -21,6 +22,9 @@ from helpers import TINY_FLAGS, run_cli_in_process, write_tiny_corpus
 TOKENIZER = ByteTokenizer()
 PROMPTS = ["def f(x):\n", "import", ""]
 TEXTS = ["import os\n", "x = 1", "é€ utf-8 ✓"]
+# Two conversations, the first padded with the empty role.
+ROLES = [["system", "user", ""], ["user", "assistant", "user"]]
+CONTENTS = [["Be brief.", "Hi", ""], ["add 2", "3", "add é"]]
 NEW = 10
 
 # Runs in a fresh interpreter: plain TensorFlow, no tfpref on the path, prints one JSON object.
@@ -57,6 +61,11 @@ def generate_call(prompts, temperature, seed=0, new=NEW, top_k=0, top_p=1.0):
                          "top_k": top_k, "top_p": float(top_p), "seed": seed}]
 
 
+def chat_call(roles, contents, temperature, seed=0):
+    return ["chat", {"roles": roles, "contents": contents, "max_new_tokens": NEW, "temperature": float(temperature),
+                     "top_k": 0, "top_p": 1.0, "seed": seed}]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["transformer", "lstm"])
 def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_path, name):
@@ -72,6 +81,8 @@ def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_pa
         "empty_text": ["score", {"texts": ["ok", ""]}],
         "too_long": ["score", {"texts": ["x" * 3000]}],
         "too_many_new": generate_call(["abc"], 0.0, new=2046),
+        "chat": chat_call(ROLES, CONTENTS, 0.9, seed=3),
+        "bad_role": chat_call([["user", "bot"]], [["a", "b"]], 0.0),
     })
 
     ids, mask = left_pad([TOKENIZER.encode(p, add_bos=True) for p in PROMPTS])
@@ -83,6 +94,20 @@ def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_pa
         assert served[call]["num_tokens"] == expected["lengths"].tolist()
         assert served[call]["finished"] == expected["finished"].tolist()
         np.testing.assert_allclose(served[call]["logprob"], expected["logprobs"].sum(1), atol=1e-4)
+
+    # chat: the library's template and chat sampling (stop at <|end|>, role markers banned).
+    conversations = [[{"role": r, "content": c} for r, c in zip(roles, contents) if r]
+                     for roles, contents in zip(ROLES, CONTENTS)]
+    ids, mask = left_pad([[1, *render(c, add_generation_prompt=True)] for c in conversations])
+    eos_id, banned_ids = chat_generation(model.banned_ids(True))
+    expected = Sampler(model, NEW, banned_ids=banned_ids, eos_id=eos_id, jit_compile=False)(
+        ids, mask, temperature=0.9, seed=3)
+    assert eos_id == END_ID
+    assert served["chat"]["completions"] == [TOKENIZER.decode(t[m]) for t, m in zip(expected["tokens"],
+                                                                                 expected["mask"])]
+    assert served["chat"]["finished"] == expected["finished"].tolist()
+    np.testing.assert_allclose(served["chat"]["logprob"], expected["logprobs"].sum(1), atol=1e-4)
+    assert "a role is not one of" in served["bad_role"]["error"]
 
     encoded = [TOKENIZER.encode(t, add_bos=True) for t in TEXTS]
     width = max(map(len, encoded))

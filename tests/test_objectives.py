@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfpref  # noqa: F401
-from tfpref.config import RunConfig, TrainConfig
+from tfpref.config import OBJECTIVE_NAMES, RunConfig, TrainConfig
 from tfpref.objectives import OBJECTIVES, build_objective
 
 
@@ -49,3 +49,7 @@ def test_mle_summary_derives_perplexity_and_bits():
     means = OBJECTIVES["mle"](RunConfig()).summarize({"nll": 2.0})
     assert math.isclose(means["perplexity"], math.exp(2.0))
     assert math.isclose(means["bits_per_byte"], 2.0 / math.log(2))
+
+
+def test_every_objective_name_of_the_config_has_its_class():
+    assert sorted(OBJECTIVES) == sorted(OBJECTIVE_NAMES)

@@ -65,7 +65,7 @@ CLICKS = {"prompt": "ok", "completion": "a", "clicks": 1, "impressions": 4}
     (PAIR, {"prompt": "p", "chosen": "  ", "rejected": "a"}, "field 'chosen' is empty"),
     (PAIR, {"chosen": "a", "rejected": "b"}, "field 'prompt' is missing"),
     (RANKING, {"prompt": "p", "completions": ["a", "b"], "ranking": [1, 1]}, "ties are not allowed"),
-    (RANKING, {"prompt": "p", "completions": ["a", ""], "ranking": [1, 2]}, "item 1 must be a non-empty string"),
+    (RANKING, {"prompt": "p", "completions": ["a", ""], "ranking": [1, 2]}, r"field 'completions\[1\]' is empty"),
     (RANKING, {**RANKING, "annotator_rewards": [0.1, 0.2]}, "field 'annotator_temperature' is missing"),
     (RANKING, {**RANKING, "annotator_rewards": [0.1], "annotator_temperature": 0.01},
      "field 'annotator_rewards' must be a list of 2 numbers"),

@@ -29,7 +29,8 @@ TRAIN_FLAGS = [
     ("model", "dropout", "Dropout rate on attention weights, residual branches and embeddings."),
     ("model", "tie_embeddings", "Share the input embedding matrix with the output projection."),
     ("train", "objective", "Training objective: mle (next-token cross-entropy), denoising "
-                           "(reconstruct the original after a corrupted copy), classify (a classifier head; "
+                           "(reconstruct the original after a corrupted copy), sft (supervised fine-tuning on "
+                           "prompt/completion or chat JSONL records), classify (a classifier head; "
                            "labels from --label_field, PEP 8 clean/not clean for stdlib), or one of the "
                            "pretraining-with-feedback objectives on --scorer's scores: filter, conditional "
                            "(<|aligned|>/<|misaligned|> control tokens), unlikelihood, rwr, awr, "

@@ -14,6 +14,11 @@ order (best first) for pairs and rankings, a target value (mean rating, click-th
 weight (raters, impressions) for ratings and clicks. `comparisons()` turns any of them into
 (prompt, chosen, rejected) pairs: what DPO and a Bradley-Terry reward model train on.
 
+Texts are strings, or TRL's conversational form: `prompt` a list of {"role", "content"} messages
+and each completion a list of assistant messages (a record's prompt and completions are either all
+text or all messages). Messages are held as tuples of (role, content) pairs and encoded by the chat
+template (tfpref.data.chat); a conversational prompt's split is that of its first user message.
+
 Fields not named above (ids, sources, rater details) are ignored: real data carries them.
 Simulated data (`tfpref preferences make`) adds what its noisy annotator knew, from which
 the ceiling on accuracy is computed: "annotator_p" on a pair (the probability that it prefers the
@@ -27,8 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfpref.data.chat import is_conversation, parse_messages, render, render_completion
 from tfpref.data.corpus import jsonl_records
 from tfpref.data.splits import ALL, SPLITS, choose_split_by, explicit_split, prompt_key, record_split
+from tfpref.data.splits import prompt_split as key_split
 from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
 from tfpref.errors import UserError, location
 
@@ -45,8 +52,8 @@ PAIR_SEED = 0
 
 @dataclass(frozen=True)
 class Preference:
-    prompt: str
-    completions: tuple           # one or more completion strings
+    prompt: str                  # or a conversation: ((role, content), ...)
+    completions: tuple           # one or more completion strings (or assistant messages, as the prompt)
     order: tuple = None          # completion indices, best first (pairwise, ranking)
     target: float = None         # mean rating or click-through rate (rating, clicks; one completion)
     weight: float = 1.0          # raters or impressions behind `target`
@@ -140,6 +147,12 @@ def sampled_partners(targets, pairs_per_item, min_gap, rng):
     return sorted(pairs)
 
 
+def prompt_split(prompt):
+    """'train', 'validation' or 'test' for a prompt (text or messages) when records are split by
+    prompt (tfpref.data.splits): every completion of a prompt lands in the same split."""
+    return key_split(prompt_key(prompt))
+
+
 # ---- reading and validation ------------------------------------------------------------------
 
 def detect_format(path, number, record):
@@ -162,6 +175,26 @@ def _text(path, number, record, name, allow_empty=False):
     return value
 
 
+def _prompt(path, number, record):
+    """A record's prompt: a string (possibly empty) or a conversation of any roles."""
+    if is_conversation(record.get("prompt")):
+        return parse_messages(record["prompt"], path, number, "prompt")
+    return _text(path, number, record, "prompt", allow_empty=True)
+
+
+def _completion(path, number, record, name, prompt):
+    """Field `name` of `record` as a completion of `prompt`: a non-empty string for a text prompt, a
+    list of assistant messages for a conversational one."""
+    chat = is_conversation(prompt)
+    if name in record and is_conversation(record[name]) != chat:
+        expected = "a list of assistant messages, as 'prompt' is" if chat else "a string, as 'prompt' is not"
+        raise UserError(f"{location(path, number, name)} must be {expected} a conversation, "
+                        f"got {type(record[name]).__name__}")
+    if chat and name in record:
+        return parse_messages(record[name], path, number, name, roles=("assistant",))
+    return _text(path, number, record, name)  # also the error of a missing field
+
+
 def _number(path, number, record, name, integer=False, required=True):
     if name not in record:
         if required:
@@ -176,8 +209,8 @@ def _number(path, number, record, name, integer=False, required=True):
 
 
 def _parse_pairwise(path, number, record, prompt):
-    chosen = _text(path, number, record, "chosen")
-    rejected = _text(path, number, record, "rejected")
+    chosen = _completion(path, number, record, "chosen", prompt)
+    rejected = _completion(path, number, record, "rejected", prompt)
     if chosen == rejected:
         raise UserError(f"{location(path, number, 'rejected')} is identical to 'chosen' (a tie; "
                         f"pairs must differ)")
@@ -191,10 +224,9 @@ def _parse_pairwise(path, number, record, prompt):
 def _parse_ranking(path, number, record, prompt):
     completions, ranks = record["completions"], record["ranking"]
     if not isinstance(completions, list) or len(completions) < 2:
-        raise UserError(f"{location(path, number, 'completions')} must be a list of at least 2 strings")
-    for i, completion in enumerate(completions):
-        if not isinstance(completion, str) or not completion.strip():
-            raise UserError(f"{location(path, number, 'completions')}: item {i} must be a non-empty string")
+        raise UserError(f"{location(path, number, 'completions')} must be a list of at least 2 completions")
+    completions = [_completion(path, number, {f"completions[{i}]": value}, f"completions[{i}]", prompt)
+                   for i, value in enumerate(completions)]
     if not isinstance(ranks, list) or len(ranks) != len(completions):
         raise UserError(f"{location(path, number, 'ranking')} must be a list of {len(completions)} ranks, "
                         f"one per completion")
@@ -232,7 +264,7 @@ def _ranking_annotator(path, number, record, count):
 
 
 def _parse_rating(path, number, record, prompt):
-    completion = _text(path, number, record, "completion")
+    completion = _completion(path, number, record, "completion", prompt)
     ratings = record["rating"]
     ratings = ratings if isinstance(ratings, list) else [ratings]
     if not ratings:
@@ -243,7 +275,7 @@ def _parse_rating(path, number, record, prompt):
 
 
 def _parse_clicks(path, number, record, prompt):
-    completion = _text(path, number, record, "completion")
+    completion = _completion(path, number, record, "completion", prompt)
     clicks = _number(path, number, record, "clicks", integer=True)
     impressions = _number(path, number, record, "impressions", integer=True)
     if impressions <= 0:
@@ -293,7 +325,7 @@ def load_preferences(path, split_by="auto", role="data"):
         elif record_kind != kind:
             raise UserError(f"{location(path, number)}: a {record_kind} record in a {kind} file "
                             f"(one format per file)")
-        prompt = _text(path, number, record, "prompt", allow_empty=True)
+        prompt = _prompt(path, number, record)
         item = _PARSERS[kind](path, number, record, prompt)
         items.append(dataclasses.replace(item, split=explicit_split(path, number, record)))
     if kind is None:
@@ -319,10 +351,15 @@ def encode_completion(prompt, completion, seq_len, tokenizer=None):
     """(ids, completion_start) of BOS + the last seq_len tokens of prompt + completion.
 
     A long text loses its beginning: what is judged is the completion, and its reward is read at
-    its last token. The exported `reward` signature cuts the same way.
+    its last token. The exported `reward` signature cuts the same way. A conversational prompt is
+    rendered by the chat template with its generation prompt, and its completion (assistant
+    messages) continues it: content and `<|end|>` (tfpref.data.chat).
     """
     tokenizer = tokenizer or ByteTokenizer()
-    prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
+    if is_conversation(prompt):
+        prompt_ids, completion_ids = render(prompt, True, tokenizer), render_completion(completion, tokenizer)
+    else:
+        prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
     text_ids = np.concatenate([prompt_ids, completion_ids])[-seq_len:]
     start = 1 + max(0, len(text_ids) - len(completion_ids))
     return np.concatenate([[BOS_ID], text_ids]).astype(np.int32), start

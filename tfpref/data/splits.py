@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections import Counter
 
+from tfpref.data.chat import split_key
 from tfpref.errors import UserError, location
 
 SPLITS = ("train", "validation", "test")
@@ -49,8 +50,15 @@ def prompt_split(key):
 
 
 def prompt_key(prompt):
-    """A string key of a prompt: itself, or the JSON of a conversation's messages."""
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+    """A string key of a prompt: itself, or a conversation's first user message (so a plain and a
+    conversational record asking the same thing land in one split, and every continuation of a
+    conversation goes with its opening: tfpref.data.chat.split_key). A value that is neither (a record
+    not validated yet, when `--split_by auto` reads the prompts first) gets its JSON: its loader
+    reports what is wrong with it."""
+    try:
+        return split_key(prompt)
+    except (TypeError, ValueError, AttributeError):
+        return json.dumps(prompt, sort_keys=True, default=str)
 
 
 def explicit_split(path, number, record):

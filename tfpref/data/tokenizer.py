@@ -16,7 +16,9 @@ EOS_ID = 2
 NUM_SPECIAL = 16
 CONTROL_IDS = tuple(range(3, NUM_SPECIAL))  # 13 spare ids for control tokens
 # Control tokens with a fixed meaning; ids never change, so checkpoints stay compatible.
-CONTROL_TOKENS = {"<|mask|>": 3, "<|reconstruct|>": 4, "<|aligned|>": 5, "<|misaligned|>": 6}
+# 7..10 are the chat template's role markers and end of turn (tfpref.data.chat).
+CONTROL_TOKENS = {"<|mask|>": 3, "<|reconstruct|>": 4, "<|aligned|>": 5, "<|misaligned|>": 6,
+                  "<|system|>": 7, "<|user|>": 8, "<|assistant|>": 9, "<|end|>": 10}
 VOCAB_SIZE = NUM_SPECIAL + 256
 
 

@@ -3,7 +3,12 @@
 Prompts come from `--prompts FILE` (JSONL with a `prompt` field and optionally `reference`, or
 TRL's `completion`; any other file is one prompt per line) or, by default, from the evaluated
 split: the first line (at most 64 bytes) of each held-out chunk, with the text that really
-followed it as the reference, so the default task gets BLEU/ROUGE-L too.
+followed it as the reference, so the default task gets BLEU/ROUGE-L too. An SFT run's split gives
+its records' own prompts, with their completions as references.
+
+A prompt may be a conversation (TRL's list of messages, in a prompts file or an SFT split): it is
+rendered by the chat template with the generation prompt, and its reply ends at `<|end|>`
+(tfpref.data.chat). Its item keeps the messages, with the template spelled out as "prompt".
 """
 import dataclasses
 import json
@@ -12,8 +17,10 @@ import os
 import numpy as np
 
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
+from tfpref.data.chat import chat_generation, is_conversation, parse_messages, render, render_text, to_dicts
 from tfpref.data.corpus import jsonl_records
-from tfpref.data.tokenizer import BOS_ID, ByteTokenizer
+from tfpref.data.sft import SftData
+from tfpref.data.tokenizer import BOS_ID, EOS_ID, ByteTokenizer
 from tfpref.errors import UserError, location
 from tfpref.evaluation.text_metrics import generation_metrics
 from tfpref.models.sampling import Sampler, left_pad
@@ -56,14 +63,20 @@ def load_prompts(path, limit):
     if path.endswith(".jsonl"):
         for number, record in jsonl_records(path):
             prompt = record.get("prompt")
-            if not isinstance(prompt, str) or not prompt:
+            if is_conversation(prompt):
+                item = chat_item(parse_messages(prompt, path, number, "prompt"))
+            elif not isinstance(prompt, str) or not prompt:
                 raise UserError(f"{location(path, number, 'prompt')}: missing or not a non-empty string")
-            item = {"prompt": prompt}
+            else:
+                item = {"prompt": prompt}
             for field in ("reference", "completion"):
                 if field in record:
-                    if not isinstance(record[field], str):
+                    value = record[field]
+                    if is_conversation(value):  # TRL's conversational completion: the reply's text
+                        value = parse_messages(value, path, number, field, roles=("assistant",))[0][1]
+                    if not isinstance(value, str):
                         raise UserError(f"{location(path, number, field)}: not a string")
-                    item["reference"] = record[field]
+                    item["reference"] = value
             items.append(item)
     else:
         try:
@@ -76,39 +89,62 @@ def load_prompts(path, limit):
     with_reference = sum("reference" in item for item in items[:limit])
     if 0 < with_reference < len(items[:limit]):
         raise UserError(f"--prompts {path}: either every prompt has a reference or none has")
+    conversations = sum("messages" in item for item in items[:limit])
+    if 0 < conversations < len(items[:limit]):
+        raise UserError(f"--prompts {path}: either every prompt is a conversation or none is")
     return items[:limit]
 
 
+def chat_item(messages):
+    """The item of a conversational prompt: its messages, and the template as readable text."""
+    return {"prompt": render_text(messages, add_generation_prompt=True), "messages": to_dicts(messages)}
+
+
 def split_prompts(data, limit, max_new_tokens):
-    """Prompts and references cut from the first `limit` chunks of a split's TokenData."""
+    """Prompts and references of the first `limit` examples of a split: cut from the chunks of
+    TokenData, or an SFT split's own prompts with their completions (each cut to `max_new_tokens`
+    bytes, what a sample can reach)."""
+    if isinstance(data, SftData):
+        return [_sft_item(record, max_new_tokens) for record in data.records[:limit]]
     tokenizer = ByteTokenizer()
     items = []
     for start, length in zip(data.starts[:limit], data.lengths[:limit]):
         text = tokenizer.decode(data.stream[start:start + length])
         head = text[:DEFAULT_PROMPT_BYTES]
         cut = head.find("\n") + 1 or len(head)
-        reference_bytes = text[cut:].encode("utf-8")[:max_new_tokens]
-        items.append({"prompt": text[:cut],
-                      "reference": reference_bytes.decode("utf-8", errors="ignore")})
+        items.append({"prompt": text[:cut], "reference": _first_bytes(text[cut:], max_new_tokens)})
     return items
+
+
+def _sft_item(record, max_new_tokens):
+    if record.conversational:  # the reference is the reply: the first assistant message
+        return {**chat_item(record.prompt), "reference": _first_bytes(record.completion[0][1], max_new_tokens)}
+    return {"prompt": record.prompt, "reference": _first_bytes(record.completion, max_new_tokens)}
+
+
+def _first_bytes(text, count):
+    return text.encode("utf-8")[:count].decode("utf-8", errors="ignore")
 
 
 def sample_completions(model, items, settings):
     """`items` with "completion", "num_tokens", "finished" and "logprob" (sum) added.
 
     Generation is asked for aligned text as the `CausalLM` `model` is conditioned (a control token
-    after BOS, a preference vector), with its banned ids.
+    after BOS, a preference vector), with its banned ids. Conversational items (with "messages", all
+    of them or none) are rendered by the chat template and their replies stop at `<|end|>`.
     """
     tokenizer = ByteTokenizer()
     prefix = list(model.prompt_prefix(True))
-    encoded = [np.concatenate([[BOS_ID], prefix, tokenizer.encode(item["prompt"])]).astype(np.int32)
-               for item in items]
+    chat = "messages" in items[0]
+    encoded = [np.concatenate([[BOS_ID], prefix, render(item["messages"], add_generation_prompt=True) if chat
+                               else tokenizer.encode(item["prompt"])]).astype(np.int32) for item in items]
     limit = MAX_TRANSFORMER_SEQ_LEN - settings.max_new_tokens
     for index, ids in enumerate(encoded):
         if len(ids) > limit:
             raise UserError(f"prompt {index + 1}: {len(ids)} tokens with --max_new_tokens "
                             f"{settings.max_new_tokens} exceeds the model's {MAX_TRANSFORMER_SEQ_LEN} positions")
-    sampler = Sampler(model, settings.max_new_tokens, banned_ids=model.banned_ids(True))
+    eos_id, banned_ids = chat_generation(model.banned_ids(True)) if chat else (EOS_ID, model.banned_ids(True))
+    sampler = Sampler(model, settings.max_new_tokens, banned_ids=banned_ids, eos_id=eos_id)
     results = []
     for begin in range(0, len(items), settings.batch_size):
         batch = encoded[begin:begin + settings.batch_size]

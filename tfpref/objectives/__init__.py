@@ -10,10 +10,11 @@ from tfpref.objectives.policy_gradient import PpoObjective, ReinforceObjective, 
 from tfpref.objectives.preference_vector import PreferenceVectorObjective
 from tfpref.objectives.reward_model import RewardModelObjective
 from tfpref.objectives.reward_weighted import AwrObjective, RwrObjective
+from tfpref.objectives.sft import SftObjective
 from tfpref.objectives.unlikelihood import UnlikelihoodObjective
 
 OBJECTIVES = {cls.name: cls for cls in (
-    MleObjective, DenoisingObjective, ClassifyObjective, FilterObjective, ConditionalObjective,
+    MleObjective, DenoisingObjective, SftObjective, ClassifyObjective, FilterObjective, ConditionalObjective,
     UnlikelihoodObjective, RwrObjective, AwrObjective, PreferenceVectorObjective,
     RewardModelObjective, DpoObjective, ReinforceObjective, RlooObjective, PpoObjective)}
 

@@ -7,6 +7,12 @@ Signatures (a client sends strings; tokenization runs inside the graph):
         -> completions string[B] (raw bytes; decode as UTF-8 with errors="replace"),
            num_tokens int32[B], finished bool[B] (ended with EOS),
            logprob float32[B] (sum over the completion, under the sampling distribution)
+    chat(roles string[B, M], contents string[B, M], max_new_tokens int32, temperature float32,
+         top_k int32, top_p float32, seed int32)          (language models, beside generate)
+        -> as generate: the assistant's reply to each conversation. Row b holds the messages
+           (roles[b, i], contents[b, i]), roles system, user or assistant, and "" for none (shorter
+           conversations are padded with it). They are rendered by the chat template
+           (tfpref.data.chat) with the generation prompt; a reply ends at <|end|> (finished).
     score(texts string[B])
         -> total_logprob float32[B]: log p(text's bytes | BOS),
            token_logprobs float32[B, T] (0 past a text's end), num_tokens int32[B]
@@ -34,6 +40,7 @@ import os
 import tensorflow as tf
 
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
+from tfpref.data.chat import ASSISTANT_ID, END_ID, ROLE_IDS, chat_generation
 from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
 from tfpref.models import Classifier, RewardModel
 from tfpref.models.logprobs import sequence_logprobs
@@ -42,6 +49,9 @@ from tfpref.runs import checkpoint_step, load_run
 
 EXPORT_DIR = "export"
 _STRINGS = tf.TensorSpec([None], tf.string)
+_STRING_MATRIX = tf.TensorSpec([None, None], tf.string)
+_SAMPLING = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+             tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)]  # max_new_tokens .. seed
 
 
 def _checked(texts, what, allow_empty_text, max_bytes, too_long, extra_tokens=0):
@@ -62,8 +72,9 @@ class ServingModule(tf.Module):
 
     A `CausalLM` serves `generate` (asked for aligned text as it is conditioned: a control token
     after BOS with the opposite one banned, or the aligned preference vector added to every
-    embedding) and `score`; a `RewardModel` serves `reward` and `score` (of its backbone); a
-    `Classifier` serves `classify` and `score`.
+    embedding), `chat` (the same, for conversations rendered by the chat template) and `score`; a
+    `RewardModel` serves `reward` and `score` (of its backbone); a `Classifier` serves `classify`
+    and `score`.
     """
 
     def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None):
@@ -87,9 +98,11 @@ class ServingModule(tf.Module):
             self.condition = None if condition is None else tf.Variable(condition, trainable=False,
                                                                          name="condition")
             self.sampler = Sampler(model, max_new_tokens=1, banned_ids=model.banned_ids(True), jit_compile=False)
-            self.generate = tf.function(self._generate, input_signature=[
-                _STRINGS, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
+            self.generate = tf.function(self._generate, input_signature=[_STRINGS, *_SAMPLING])
+            eos_id, banned_ids = chat_generation(model.banned_ids(True))
+            self.chat_sampler = Sampler(model, max_new_tokens=1, banned_ids=banned_ids, eos_id=eos_id,
+                                        jit_compile=False)
+            self.chat = tf.function(self._chat, input_signature=[_STRING_MATRIX, _STRING_MATRIX, *_SAMPLING])
 
     def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
         with tf.control_dependencies([tf.debugging.assert_positive(
@@ -97,15 +110,45 @@ class ServingModule(tf.Module):
             prompts = _checked(prompts, "generate", True, self.max_length - 1,
                                f"prompt bytes + max_new_tokens exceed the model's {self.max_length - 1} positions",
                                max_new_tokens)
-        ragged = self.tokenizer.encode_tf(prompts, add_bos=True)
-        batch = tf.shape(prompts)[0]
+        return self._complete(self.sampler, self.tokenizer.encode_tf(prompts, add_bos=True),
+                              max_new_tokens, temperature, top_k, top_p, seed)
+
+    def _chat(self, roles, contents, max_new_tokens, temperature, top_k, top_p, seed):
+        # The template of tfpref.data.chat, in the graph: <|role|> content <|end|> per message given,
+        # then <|assistant|>.
+        role_ids = tf.zeros(tf.shape(roles), tf.int32)
+        for role, role_id in ROLE_IDS.items():
+            role_ids = tf.where(tf.equal(roles, role), role_id, role_ids)
+        given = tf.not_equal(roles, "")
+        checks = [tf.debugging.assert_equal(tf.shape(roles), tf.shape(contents),
+                                            message="chat: roles and contents differ in shape"),
+                  tf.debugging.assert_positive(tf.size(roles), message="chat: empty batch"),
+                  tf.debugging.assert_equal(tf.equal(role_ids, 0), tf.logical_not(given),
+                                            message="chat: a role is not one of system, user, assistant or ''"),
+                  tf.debugging.assert_positive(max_new_tokens, message="chat: max_new_tokens must be positive")]
+        with tf.control_dependencies(checks):
+            batch, count = tf.shape(roles)[0], tf.size(roles)
+        messages = tf.concat([tf.reshape(role_ids, [-1, 1]), self.tokenizer.encode_tf(tf.reshape(contents, [-1])),
+                              tf.fill([count, 1], END_ID)], axis=1)
+        by_row = tf.RaggedTensor.from_uniform_row_length(messages, tf.shape(roles, out_type=tf.int64)[1])
+        ragged = tf.concat([tf.fill([batch, 1], BOS_ID), tf.ragged.boolean_mask(by_row, given).merge_dims(1, 2),
+                            tf.fill([batch, 1], ASSISTANT_ID)], axis=1)
+        longest = tf.cast(tf.reduce_max(ragged.row_lengths()), tf.int32)
+        with tf.control_dependencies([tf.debugging.assert_less_equal(
+                longest + max_new_tokens, self.max_length,
+                message=f"chat: conversation tokens + max_new_tokens exceed the model's {self.max_length} positions")]):
+            return self._complete(self.chat_sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed)
+
+    def _complete(self, sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed):
+        """generate's outputs for prompts given as ragged ids [B, None] starting with BOS."""
+        batch = tf.cast(ragged.nrows(), tf.int32)
         prefix = tf.RaggedTensor.from_tensor(tf.tile(self.prompt_prefix[None, :], [batch, 1]))
         ragged = tf.concat([ragged[:, :1], prefix, ragged[:, 1:]], axis=1)
         # Left padding: reverse each row, pad on the right, reverse back.
         ids = tf.reverse(tf.reverse(ragged, axis=[1]).to_tensor(PAD_ID), axis=[1])
         mask = tf.not_equal(ids, PAD_ID)
         offset = None if self.condition is None else tf.tile(self.condition, [batch, 1])
-        out = self.sampler.generate_graph(ids, mask, temperature, top_k, top_p, seed, max_new_tokens, offset)
+        out = sampler.generate_graph(ids, mask, temperature, top_k, top_p, seed, max_new_tokens, offset)
         return {"completions": self.tokenizer.decode_tf(out["tokens"], out["mask"]),
                 "num_tokens": out["lengths"], "finished": out["finished"],
                 "logprob": tf.reduce_sum(out["logprobs"], axis=1)}
@@ -159,7 +202,7 @@ def export_model(model, directory, step, seq_len=None):
     elif isinstance(model, Classifier):
         signatures = {"classify": module.classify.get_concrete_function()}
     else:
-        signatures = {"generate": module.generate.get_concrete_function()}
+        signatures = {"generate": module.generate.get_concrete_function(), "chat": module.chat.get_concrete_function()}
     signatures["score"] = module.score.get_concrete_function()
     parent = os.path.join(directory, EXPORT_DIR)
     final = os.path.join(parent, str(step))
