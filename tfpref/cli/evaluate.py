@@ -1,14 +1,16 @@
-"""`tfpref evaluate` (evaluate.py): a run's metrics on a held-out split, samples, or its export."""
+"""`tfpref evaluate` (evaluate.py): a run's metrics on a held-out split or a file, samples, or its export."""
 import argparse
 import os
 import sys
 
 from tfpref.cli.common import OneLineErrorParser, add_output_flags, run_cli
+from tfpref.config import RL_OBJECTIVES
 from tfpref.errors import UserError
 from tfpref.evaluation.generation import SamplingSettings
 from tfpref.evaluation.misalignment import MisalignmentSettings
 from tfpref.evaluation.policy import PolicyEvalSettings
-from tfpref.evaluation.run import evaluate_run, format_report
+from tfpref.evaluation.run import METRICS_FILE, evaluate_run, format_report, report_dir
+from tfpref.runs import load_config
 from tfpref.training.export import export_run
 
 
@@ -16,12 +18,27 @@ def build_evaluate_parser():
     parser = OneLineErrorParser(
         prog="evaluate.py" if sys.argv[0].endswith("evaluate.py") else "tfpref evaluate",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Evaluate a run directory's latest checkpoint on a held-out split. The model, data "
-                    "and objective come from the run's config.json. Writes <model_dir>/eval/metrics.json "
-                    "and TensorBoard scalars under <model_dir>/eval.")
+        description="Evaluate a run directory's latest checkpoint on a held-out split, or on every record of "
+                    "a file (--data). The model, data and objective come from the run's config.json. Writes "
+                    "<model_dir>/eval/metrics.json and TensorBoard scalars under <model_dir>/eval "
+                    "(<model_dir>/eval/<file stem>/ with --data).")
     parser.add_argument("--model_dir", required=True, help="Run directory to evaluate.")
-    parser.add_argument("--split", default="validation", choices=["validation", "test"],
-                        help="Held-out split.")
+    parser.add_argument("--split", default=None, choices=["validation", "test"],
+                        help="Held-out split of the run's own data. Default: validation.")
+    parser.add_argument("--data", default=None, metavar="FILE",
+                        help="Evaluate every record of FILE (no split of it) instead: a file of the kind the run "
+                             "trained on (text or text JSONL for language models, labelled JSONL for classifiers, "
+                             "preference JSONL for reward models and DPO, prompts for RL). Reward models report "
+                             "pairwise accuracy on pairs and rankings, and on ratings or clicks Pearson's "
+                             "correlation between reward and rating plus the accuracy on the pairs the ratings "
+                             "imply; DPO runs their implicit-reward accuracy and margin; language models "
+                             "perplexity; classifiers precision, recall and F1. Written to "
+                             "<model_dir>/eval/<file stem>/. Samples (and a DPO run's comparison with its "
+                             "reference) only with an explicit --num_samples or --prompts.")
+    parser.add_argument("--group_by", default=None, metavar="FIELD",
+                        help="With a JSONL --data: also evaluate the records of each value of FIELD (e.g. source) "
+                             "as a file of their own, reported per group beside the overall metrics; records "
+                             "without FIELD form the group '(missing)'.")
     parser.add_argument("--batch_size", type=int, default=32, help="Examples per evaluation batch.")
     parser.add_argument("--max_batches", type=int, default=None, help="Stop after this many batches.")
     parser.add_argument("--export", action="store_true",
@@ -30,8 +47,10 @@ def build_evaluate_parser():
     sampling = parser.add_argument_group(
         "sampling", "Language-model runs also complete prompts: samples go to <model_dir>/eval/samples.jsonl, "
                     "diversity (distinct-1/2, Self-BLEU) and, with references, BLEU and ROUGE-L to the metrics.")
-    sampling.add_argument("--num_samples", type=int, default=16,
-                          help="Prompts to complete (the first N of --prompts or of the split); 0 skips sampling.")
+    sampling.add_argument("--num_samples", type=int, default=None,
+                          help="Prompts to complete (the first N of --prompts or of the split); 0 skips sampling. "
+                               "Default 16; with --data, no sampling unless given (or --prompts), except for RL "
+                               "runs, which are evaluated by sampling.")
     sampling.add_argument("--max_new_tokens", type=int, default=None,
                           help="Longest completion, in tokens (bytes). Default 256 (a policy run's own "
                                "--max_new_tokens for policy evaluation).")
@@ -75,23 +94,33 @@ def _evaluate(argv):
     if args.export:
         print(f"SavedModel: {export_run(args.model_dir)}")
         return 0
+    if args.data and args.split:
+        raise UserError("--split and --data: --data evaluates every record of the file (no split); give one of them")
+    if args.group_by and not args.data:
+        raise UserError("--group_by needs --data: the JSONL file whose records are grouped")
+    # Sampling defaults to 16 prompts of the held-out split. A --data file is measured, not sampled,
+    # unless asked: except by RL runs, whose only evaluation on a file of prompts is sampling.
+    asked = args.num_samples is not None or bool(args.prompts)
+    num_samples = _given(args.num_samples, 16)
     # Prompt completions default to the model's own distribution; scorer samples to the paper's
     # temperature 0.7, top-p 0.9. A flag given explicitly applies to both.
-    policy = PolicyEvalSettings(args.num_samples, args.reward_model or "", args.scorer or "",
+    policy = PolicyEvalSettings(num_samples, args.reward_model or "", args.scorer or "",
                                 _given(args.max_new_tokens, 0), _given(args.temperature, -1.0), args.seed,
                                 batch_size=args.batch_size)
+    if args.data and not asked and load_config(args.model_dir).train.objective not in RL_OBJECTIVES:
+        policy, num_samples = None, 0
     max_new_tokens = _given(args.max_new_tokens, 256)
-    sampling = SamplingSettings(args.num_samples, max_new_tokens, _given(args.temperature, 1.0),
+    sampling = SamplingSettings(num_samples, max_new_tokens, _given(args.temperature, 1.0),
                                 args.top_k, _given(args.top_p, 1.0), args.seed, args.prompts, args.batch_size)
     misalignment = None
     if args.scorer:
         misalignment = MisalignmentSettings(args.scorer, args.scorer_samples, max_new_tokens,
                                             _given(args.temperature, 0.7), _given(args.top_p, 0.9), args.top_k,
                                             args.seed, args.reference_dir)
-    report = evaluate_run(args.model_dir, args.split, args.batch_size, args.max_batches, sampling, misalignment,
-                          policy)
+    report = evaluate_run(args.model_dir, args.split or "validation", args.batch_size, args.max_batches, sampling,
+                          misalignment, policy, data=args.data, group_by=args.group_by)
     print(format_report(report))
-    print(f"Written: {os.path.join(args.model_dir, 'eval', 'metrics.json')}")
+    print(f"Written: {os.path.join(report_dir(args.model_dir, args.data), METRICS_FILE)}")
     return 0
 
 

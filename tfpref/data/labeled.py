@@ -65,8 +65,13 @@ def labeled_classes(data_config):
     return _classes(data_config, [label for split, _, label in _jsonl_examples(data_config) if split == "train"])
 
 
+def labeled_classes_of(data_config, splits):
+    """The sorted class names of the training split of `load_labeled_splits`' result."""
+    return _classes(data_config, splits["train"][1])
+
+
 def load_labeled_splits(data_config):
-    """{split: (texts, labels)} and the sorted class names."""
+    """{split: (texts, labels)}."""
     splits = {name: ([], []) for name in SPLITS}
     if data_config.data == "stdlib":
         chunk_splits = load_splits("stdlib", max_chunk_chars=data_config.max_chunk_chars,
@@ -77,4 +82,4 @@ def load_labeled_splits(data_config):
         for split, text, label in _jsonl_examples(data_config):
             splits[split][0].append(text)
             splits[split][1].append(label)
-    return splits, _classes(data_config, splits["train"][1])
+    return splits

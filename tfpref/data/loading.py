@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from tfpref.data.corpus import jsonl_records, load_splits
-from tfpref.data.labeled import labeled_classes, load_labeled_splits
+from tfpref.data.labeled import labeled_classes, labeled_classes_of, load_labeled_splits
 from tfpref.data.pipeline import ArrayData, build_token_data
 from tfpref.data.preferences import detect_format, load_preferences, preference_arrays
 from tfpref.data.scored import load_scored_token_data
@@ -37,10 +37,13 @@ def load_text_data(config, objective_cls, wanted=("train", "validation"), show_p
 def load_labeled_data(config, wanted):
     """Padded, labelled examples for classification, labelled with the ids of config.classes
     (which `labeled_classes` gives); the data's training classes must be those."""
-    splits, classes = load_labeled_splits(config.data)
-    if classes != config.classes:
-        raise UserError(f"--data {config.data.data}: classes {classes} differ from the run's {config.classes}")
-    class_ids = {name: i for i, name in enumerate(classes)}
+    splits = load_labeled_splits(config.data)
+    if "train" in wanted:
+        classes = labeled_classes_of(config.data, splits)
+        if classes != config.classes:
+            raise UserError(f"--data {config.data.data}: classes {classes} differ from the run's {config.classes}")
+    # Held-out examples are labelled with the run's classes; a label the run never saw is left out.
+    class_ids = {name: i for i, name in enumerate(config.classes)}
 
     def token_data(split):
         texts, labels = (select({name: part[0] for name, part in splits.items()}, split),

@@ -23,14 +23,15 @@ Example:
     >>> data = load_sft_data("sft.jsonl", seq_len=256, split="train")
     >>> data.arrays["token_ids"].shape, data.records[0].prompt
 """
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tfpref.data.chat import conversation_ids, is_conversation, parse_messages
 from tfpref.data.corpus import jsonl_records
+from tfpref.data.splits import ALL, choose_split_by, explicit_split, record_split, roles
 from tfpref.data.pipeline import ArrayData
-from tfpref.data.preferences import prompt_split
 from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
 from tfpref.errors import UserError, location
 
@@ -39,7 +40,7 @@ from tfpref.errors import UserError, location
 class SftRecord:
     prompt: object          # text, or messages ((role, content), ...)
     completion: object      # text, or messages starting with an assistant message
-    split: str              # 'train', 'validation' or 'test'
+    split: str = None       # 'train', 'validation' or 'test' (tfpref.data.splits)
     whole_conversation: bool = False  # a {"messages"} record: the prompt's assistant turns are trained on too
 
     @property
@@ -61,7 +62,8 @@ def _parse_record(path, number, record):
         if last is None:
             raise UserError(f"{location(path, number, 'messages')} has no assistant message (nothing to train on)")
         # The last assistant turn and its context: the prompt that evaluation asks the model to answer.
-        return SftRecord(messages[:last], messages[last:], prompt_split(messages), whole_conversation=True)
+        return SftRecord(messages[:last], messages[last:], explicit_split(path, number, record),
+                         whole_conversation=True)
     for name in ("prompt", "completion"):
         if name not in record:
             raise UserError(f"{location(path, number, name)} is missing (an SFT record is "
@@ -80,18 +82,21 @@ def _parse_record(path, number, record):
                 raise UserError(f"{location(path, number, name)} must be a string, got {type(value).__name__}")
         if not completion:
             raise UserError(f"{location(path, number, 'completion')} is empty")
-    return SftRecord(prompt, completion, prompt_split(prompt))
+    return SftRecord(prompt, completion, explicit_split(path, number, record))
 
 
-def read_sft_records(path):
-    """[SftRecord] of every record of an SFT JSONL file; a bad record is a UserError naming file, line
-    and field, as is a file mixing text and conversational records."""
+def read_sft_records(path, split_by="prompt", role="data"):
+    """[SftRecord] of every record of an SFT JSONL file, each with its split (tfpref.data.splits: its
+    own `split` field, `role` "train"/"validation" with --validation_data, else a hash of its prompt
+    or of the record, by `split_by`: "prompt", "record" or "auto"); a bad record is a UserError naming
+    file, line and field, as is a file mixing text and conversational records."""
     if not str(path).endswith(".jsonl"):
         raise UserError(f"{path}: SFT needs a JSONL file of {{\"prompt\", \"completion\"}} or "
                         f"{{\"messages\"}} records")
-    records, kind = [], None
+    records, kind, keys = [], None, []
     for number, record in jsonl_records(path):
         parsed = _parse_record(path, number, record)
+        keys.append(f"line:{number}")
         kind = parsed.conversational if kind is None else kind
         if parsed.conversational != kind:
             raise UserError(f"{location(path, number)}: a {'conversational' if kind else 'text'} file has a "
@@ -99,7 +104,10 @@ def read_sft_records(path):
         records.append(parsed)
     if not records:
         raise UserError(f"{path}: no SFT records")
-    return records
+    if split_by == "auto":
+        split_by, _ = choose_split_by([r.prompt for r in records])
+    return [dataclasses.replace(r, split=record_split(r.split, r.prompt, key, split_by, role))
+            for r, key in zip(records, keys)]
 
 
 def encode_sft_record(record, tokenizer=None):
@@ -133,16 +141,18 @@ def sft_arrays(records, seq_len):
     return {"token_ids": token_ids, "padding_mask": padding_mask, "completion_mask": completion_mask}, cut
 
 
-def load_sft_data(path, seq_len, split=None):
-    """SftData of the records of `split` of an SFT JSONL file, or of all of them with split=None (a
-    separate validation file); None when there are none.
+def load_sft_data(path, seq_len, split=ALL, split_by="prompt", validation_data=""):
+    """SftData of the records of `split` of an SFT JSONL file (and of `validation_data`, which is all
+    validation); None when there are none.
 
     Args:
         path: the JSONL file (see the module docstring for its records).
         seq_len: tokens a row holds after BOS.
-        split: 'train', 'validation', 'test' (by `prompt_split`), or None for every record.
+        split: 'train', 'validation', 'test' or 'all' (tfpref.data.splits).
+        split_by: how records without a `split` field are held out: "prompt", "record" or "auto".
     """
-    records = [r for r in read_sft_records(path) if split is None or r.split == split]
+    records = [r for file, role in roles(path, validation_data) for r in read_sft_records(file, split_by, role)
+               if split == ALL or r.split == split]
     if not records:
         return None
     arrays, cut = sft_arrays(records, seq_len)

@@ -29,6 +29,7 @@ from tfpref.data.loading import load_text_data
 from tfpref.data.pipeline import sequential_order
 from tfpref.data.prompts import encode_prompts, policy_prompts
 from tfpref.errors import UserError
+from tfpref.data.splits import ALL
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.objectives.mle import MleObjective
 from tfpref.rewards import RewardModelReward, ScorerReward
@@ -83,18 +84,24 @@ def held_out_nll(model, data, batches, batch_size):
 
 
 def evaluate_policy(config, model, settings, eval_dir, split="validation"):
-    """{metric: value} of the policy `model` of run `config` (see the module docstring); samples
-    of both policies go to eval_dir/policy_samples.jsonl."""
+    """{metric: value} of the policy `model` of run `config` (see the module docstring) on the
+    prompts of `split` of its data ("all": every prompt of the file); samples of both policies go
+    to eval_dir/policy_samples.jsonl."""
     if not config.train.init_from or not os.path.exists(config_path(config.train.init_from)):
         raise UserError(f"{config.model_dir}: the reference policy --init_from {config.train.init_from!r} "
                         f"is gone; policy evaluation compares against it")
     source = load_config(config.train.init_from, "--init_from")
     # RL runs' --data holds their prompts; a DPO run's preference file has a "prompt" per record.
+    # Split "all" is a whole file (evaluate.py --data): every prompt of it.
     data = config.data
     prompts = policy_prompts(data.data, split, config.align.prompt_chars, data.text_field, data.max_chunk_chars,
-                             data.validation_data, data.split_by)[:settings.num_prompts]
+                             data.validation_data, data.split_by)
+    if prompts == [""]:  # unconditioned data: every completion is a sample from BOS alone
+        prompts *= settings.num_prompts
+    prompts = prompts[:settings.num_prompts]
     if not prompts:
-        raise UserError(f"--split {split}: no prompts in {config.data.data}")
+        raise UserError(f"--data {config.data.data}: no prompts" if split == ALL else
+                        f"--split {split}: no prompts in {config.data.data}")
     rewards = _reward_functions(config, settings)
     if not rewards:
         raise UserError("policy evaluation needs a reward: give --reward_model or --scorer")

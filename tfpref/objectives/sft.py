@@ -24,9 +24,12 @@ class SftObjective(MleObjective):
     @classmethod
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
         """{split: SftData or None} of --data's `wanted` splits (by prompt, as preference records)."""
-        loaded = {split: load_sft_data(config.data.data, config.data.seq_len, split) for split in wanted}
+        data = config.data
+        loaded = {split: load_sft_data(data.data, data.seq_len, split, data.split_by, data.validation_data)
+                  for split in wanted}
         if "train" in wanted and loaded["train"] is None:
-            raise UserError(f"--data {config.data.data}: no training records (every prompt fell in a held-out split)")
+            raise UserError(f"--data {data.data}: no training records (all are held out, split by {data.split_by}); "
+                            f"give the records a 'split' field, --split_by record, or --validation_data FILE")
         return loaded
 
     def compute(self, batch, model, training):
