@@ -148,3 +148,28 @@ def test_sft_then_dpo_on_held_out_unconditioned_pairs(tmp_path):
                       validation_data=test_path, train_steps=60, batch_size=16, learning_rate=3e-3, eval_batches=7)
     result = train(dpo, show_progress=False)
     assert result["validation_reward_accuracy"] >= 0.8 and result["validation_reward_margin"] > 0, result
+
+
+def test_a_policy_of_conversational_pairs_is_sampled_and_judged_with_the_chat_template(tmp_path):
+    """DPO on TRL's conversational records, then policy evaluation: its held-out prompts are
+    conversations, rendered by the chat template, and the replies end their turn."""
+    from tfpref.evaluation.policy import PolicyEvalSettings
+    from tfpref.evaluation.run import evaluate_run
+
+    def message(role, content):
+        return {"role": role, "content": content}
+
+    records = [{"prompt": [message("user", f"say something {i}")], "chosen": [message("assistant", "good fine")],
+                "rejected": [message("assistant", "stone metal")]} for i in range(80)]
+    pairs = write_jsonl(tmp_path / "chat_pairs.jsonl", records)
+    texts = write_jsonl(tmp_path / "texts.jsonl", [{"text": "good fine nice\n"}] * 50)
+    train(tiny_config(tmp_path / "base", texts, train_steps=2), show_progress=False)
+    config = tiny_config(tmp_path / "dpo", pairs, objective="dpo", init_from=str(tmp_path / "base"), train_steps=2,
+                         max_new_tokens=8)
+    train(config, show_progress=False)
+    report = evaluate_run(str(tmp_path / "dpo"), split="validation", policy=PolicyEvalSettings(
+        num_prompts=4, scorer="user_scorer:count_x", batch_size=4))
+    assert report["metrics"]["prompts"] == 4
+    with open(tmp_path / "dpo" / "eval" / "policy_samples.jsonl", encoding="utf-8") as f:
+        samples = [json.loads(line) for line in f]
+    assert all(s["prompt"][0][0] == "user" and isinstance(s["completion"], str) for s in samples)

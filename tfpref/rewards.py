@@ -36,7 +36,9 @@ class ScorerReward:
         self.description = f"-{scorer_name} score"
 
     def __call__(self, prompts, completions, finished):
-        texts = [scored_text(p + c, f) for p, c, f in zip(prompts, completions, finished)]
+        # A reply to a chat prompt is scored alone: the prompt's messages are not text to judge.
+        texts = [scored_text((p if isinstance(p, str) else "") + c, f)
+                 for p, c, f in zip(prompts, completions, finished)]
         return -np.asarray(self.scorer.score(texts), np.float32)
 
 

@@ -144,6 +144,23 @@ def render_text(messages, add_generation_prompt=False):
     return text + "<|assistant|>" if add_generation_prompt else text
 
 
+def messages_from_ids(ids, tokenizer=None):
+    """The messages a rendered conversation holds ((role, content) pairs), from its ids (BOS and a
+    trailing generation prompt are skipped): `render`'s inverse, for what a rollout's prompt was."""
+    tokenizer = tokenizer or ByteTokenizer()
+    roles_of = {i: role for role, i in ROLE_IDS.items()}
+    messages, role, content = [], None, []
+    for i in np.asarray(ids).tolist():
+        if i in roles_of:
+            role, content = roles_of[i], []
+        elif i == END_ID and role is not None:
+            messages.append((role, tokenizer.decode(np.array(content, np.int32))))
+            role = None
+        elif role is not None:
+            content.append(i)
+    return tuple(messages)
+
+
 def split_key(prompt):
     """The text a prompt's train/validation/test split is decided by: the prompt itself, or a
     conversation's first user message (so a plain and a conversational record asking the same thing
@@ -167,4 +184,5 @@ def chat_generation(banned_ids):
 
 
 __all__ = ["ROLES", "ROLE_IDS", "ASSISTANT_ID", "END_ID", "is_conversation", "parse_messages", "to_dicts",
-           "conversation_ids", "render", "render_completion", "render_text", "split_key", "chat_generation"]
+           "conversation_ids", "render", "render_completion", "render_text", "messages_from_ids", "split_key",
+           "chat_generation"]

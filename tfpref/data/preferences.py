@@ -357,6 +357,8 @@ def encode_completion(prompt, completion, seq_len, tokenizer=None):
     """
     tokenizer = tokenizer or ByteTokenizer()
     if is_conversation(prompt):
+        if isinstance(completion, str):  # a sampled reply: one assistant message
+            completion = (("assistant", completion),)
         prompt_ids, completion_ids = render(prompt, True, tokenizer), render_completion(completion, tokenizer)
     else:
         prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)

@@ -8,10 +8,13 @@ a preference file (its evaluation prompts) are exactly those it never trained on
 """
 import os
 
+import numpy as np
+
+from tfpref.data.chat import is_conversation, parse_messages, render
 from tfpref.data.corpus import jsonl_records, load_splits
 from tfpref.data.splits import ALL, choose_split_by, explicit_split, record_split, roles, select
 from tfpref.data.pipeline import ArrayData
-from tfpref.data.tokenizer import ByteTokenizer, left_pad
+from tfpref.data.tokenizer import BOS_ID, ByteTokenizer, left_pad
 from tfpref.errors import UserError, location
 
 _STARTS = ("def ", "async def ", "class ", "@")
@@ -40,7 +43,7 @@ def policy_prompts(data, split, max_chars, text_field="text", max_chunk_chars=40
             records += [(role, *record) for record in _jsonl_prompts(path)]
         if split_by == "auto":
             split_by, _ = choose_split_by([prompt for role, _, prompt, _ in records if role == "data"])
-        prompts = [prompt[-max_chars:] for role, explicit, prompt, key in records
+        prompts = [prompt if is_conversation(prompt) else prompt[-max_chars:] for role, explicit, prompt, key in records
                    if split == ALL or record_split(explicit, prompt, key, split_by, role) == split]
         return list(dict.fromkeys(prompts))
     parts = load_splits(data, text_field, max_chunk_chars, validation_data)
@@ -56,21 +59,27 @@ def _jsonl_prompts(path):
         if "prompt" not in record:
             raise UserError(f"{location(path, number, 'prompt')} is missing (RL prompts come from "
                             f"a JSONL file's 'prompt' field)")
-        if not isinstance(record["prompt"], str):
-            raise UserError(f"{location(path, number, 'prompt')} must be a string")
-        yield explicit_split(path, number, record), record["prompt"], f"line:{number}"
+        prompt = record["prompt"]
+        if is_conversation(prompt):  # TRL's conversational form: asked with the chat template
+            prompt = parse_messages(prompt, path, number, "prompt")
+        elif not isinstance(prompt, str):
+            raise UserError(f"{location(path, number, 'prompt')} must be a string or a list of messages")
+        yield explicit_split(path, number, record), prompt, f"line:{number}"
 
 
 def encode_prompts(prompts):
-    """(ids int32 [n, width], mask bool), each row BOS + prompt, left-padded to the longest."""
+    """(ids int32 [n, width], mask bool), each row BOS + prompt, left-padded to the longest; a
+    conversation is rendered by the chat template, ending with the generation prompt."""
     tokenizer = ByteTokenizer()
-    return left_pad([tokenizer.encode(p, add_bos=True) for p in prompts])
+    return left_pad([np.concatenate([[BOS_ID], render(p, True, tokenizer)]).astype(np.int32) if is_conversation(p)
+                     else tokenizer.encode(p, add_bos=True) for p in prompts])
 
 
-def prompt_arrays(prompts, seq_len):
-    """The RL training data: ArrayData of left-padded prompt ids."""
+def prompt_arrays(prompts, max_new_tokens):
+    """The RL training data: ArrayData of left-padded prompt ids, as long as the longest prompt plus
+    `max_new_tokens`."""
     ids, mask = encode_prompts(prompts)
-    return ArrayData({"prompt_ids": ids, "prompt_mask": mask}, seq_len)
+    return ArrayData({"prompt_ids": ids, "prompt_mask": mask}, ids.shape[1] + max_new_tokens)
 
 
 __all__ = ["policy_prompts", "prompt_of", "encode_prompts", "prompt_arrays"]

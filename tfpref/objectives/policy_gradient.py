@@ -17,6 +17,7 @@ completions per step; PPO one of batch_size x ppo_minibatches per ppo_epochs x p
 import numpy as np
 import tensorflow as tf
 
+from tfpref.data.chat import render_text
 from tfpref.data.pipeline import ArrayData, batch_order
 from tfpref.data.prompts import policy_prompts, prompt_arrays
 from tfpref.errors import UserError
@@ -113,10 +114,9 @@ class PolicyGradientObjective(Objective):
                                  data.validation_data, data.split_by)
         if not prompts:
             raise UserError(f"--data {data.data}: no prompts in the training split")
-        width = max(len(p.encode("utf-8")) for p in prompts) + 1
         loaded = {split: None for split in wanted}
         if "train" in wanted:
-            loaded["train"] = prompt_arrays(prompts, width + config.align.max_new_tokens)
+            loaded["train"] = prompt_arrays(prompts, config.align.max_new_tokens)
         return loaded
 
     def checkpoint_trackables(self):
@@ -266,7 +266,8 @@ def _per_token(sequence_advantages, arrays):
 def _samples_markdown(rollout, count=4):
     lines = ["| reward | prompt | completion |", "|---|---|---|"]
     for i in range(min(count, len(rollout.prompts))):
-        cells = [rollout.prompts[i], rollout.completions[i]]
+        prompt = rollout.prompts[i]
+        cells = [prompt if isinstance(prompt, str) else render_text(prompt, True), rollout.completions[i]]
         cells = ["`" + c.replace("\n", "\u21b5").replace("|", "\\|").replace("`", "'") + "`" for c in cells]
         lines.append(f"| {rollout.scores[i]:.3f} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tfpref.data.chat import ASSISTANT_ID, chat_generation, messages_from_ids
 from tfpref.data.tokenizer import PAD_ID, ByteTokenizer
 from tfpref.models.logprobs import token_logprobs_from_logits
-from tfpref.models.sampling import Sampler
+from tfpref.models.sampling import DEFAULT_BANNED_IDS, Sampler
 from tfpref.rl.kl import kl_estimates
 
 
@@ -59,6 +60,9 @@ class RolloutMaker:
     def __init__(self, policy, reference, reward, align, jit_compile=True):
         self.reward, self.align = reward, align
         self.sampler = Sampler(policy, align.max_new_tokens, jit_compile=jit_compile)
+        # Replies to chat prompts end their turn with <|end|> (tfpref.data.chat); built when needed.
+        self.chat_sampler = None
+        self._policy, self._jit_compile = policy, jit_compile
         self.tokenizer = ByteTokenizer()
 
         def forward(model, head, token_ids, padding_mask):
@@ -72,6 +76,15 @@ class RolloutMaker:
         self._reference_pass = tf.function(lambda ids, mask: forward(reference, None, ids, mask)[0],
                                            jit_compile=jit_compile)
 
+    def _sampler(self, chat):
+        if not chat:
+            return self.sampler
+        if self.chat_sampler is None:
+            eos_id, banned = chat_generation(DEFAULT_BANNED_IDS)
+            self.chat_sampler = Sampler(self._policy, self.align.max_new_tokens, banned_ids=banned, eos_id=eos_id,
+                                        jit_compile=self._jit_compile)
+        return self.chat_sampler
+
     def make(self, prompt_ids, prompt_mask, seed):
         """A Rollout of one completion per row of the (left-padded) prompts.
 
@@ -80,14 +93,16 @@ class RolloutMaker:
         minus penalty, whitened if asked), score, finished, length [n].
         """
         align = self.align
-        out = self.sampler(prompt_ids, prompt_mask, temperature=align.temperature, seed=seed)
+        chat = bool(np.any(prompt_ids[:, -1] == ASSISTANT_ID))  # left-padded: the last column ends each prompt
+        out = self._sampler(chat)(prompt_ids, prompt_mask, temperature=align.temperature, seed=seed)
         token_ids, padding_mask, completion_mask = layout(prompt_ids, prompt_mask, out["tokens"], out["mask"])
         logprobs, values = (x.numpy() for x in self._policy_pass(token_ids, padding_mask))
         reference_logprobs = self._reference_pass(token_ids, padding_mask).numpy()
         on = completion_mask[:, 1:]
         logprobs, reference_logprobs, values = (np.where(on, x, 0.0).astype(np.float32)
                                                 for x in (logprobs, reference_logprobs, values))
-        prompts = [self.tokenizer.decode(row[mask]) for row, mask in zip(prompt_ids, prompt_mask)]
+        prompts = [messages_from_ids(row[mask]) if chat else self.tokenizer.decode(row[mask])
+                   for row, mask in zip(prompt_ids, prompt_mask)]
         completions = [self.tokenizer.decode(row[mask]) for row, mask in zip(out["tokens"], out["mask"])]
         finished = out["finished"]
         scores = np.asarray(self.reward(prompts, completions, finished), np.float32)
