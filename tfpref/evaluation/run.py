@@ -110,7 +110,9 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     else:
         evaluated, loaded = config, load_eval_data(config, (split,), scorer)[split]
         if (loaded is None or loaded.num_examples == 0) and not fine_tunes_policy:
-            raise UserError(f"--split {split}: no {split} examples in {config.data.data}")
+            hint = (f"; this run validates on --validation_data {config.data.validation_data}: evaluate any "
+                    f"file with --data FILE" if config.data.validation_data else "")
+            raise UserError(f"--split {split}: no {split} examples in {config.data.data}{hint}")
         parts = {split: loaded} if loaded is not None else {}
     functions = {}
     report = {"split": split, **({"data": str(data)} if data else {}), "checkpoint": os.path.basename(checkpoint),
