@@ -56,3 +56,12 @@ def test_load_run_gives_the_task_model_and_names_a_missing_run(lstm_run, tmp_pat
     assert isinstance(model, CausalLM) and model.backbone.name == "lstm"
     with pytest.raises(UserError, match="--reward_model .*: not a run directory"):
         load_run(str(tmp_path / "missing"), flag="--reward_model")
+
+
+def test_a_config_written_before_split_by_existed_reads_as_split_by_prompt(tmp_path):
+    old = RunConfig().to_dict()
+    del old["data"]["split_by"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    assert RunConfig.load(str(path)).data.split_by == "prompt"  # what such runs did
+    assert RunConfig.from_dict(RunConfig().to_dict()).data.split_by == "auto"

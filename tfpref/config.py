@@ -280,6 +280,9 @@ class RunConfig:
                 if key in fields and not _has_type(value, fields[key].type):
                     raise ValueError(f"field '{name}.{key}' should be {fields[key].type}, got {value!r}")
             kwargs[name] = section_cls(**{k: v for k, v in section.items() if k in fields})
+        if "split_by" not in values.get("data", {"split_by": None}):
+            # Written before --split_by existed, when records with prompts were always held out by prompt.
+            kwargs["data"].split_by = "prompt"
         return cls(**kwargs)
 
     @classmethod
