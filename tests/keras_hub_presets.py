@@ -1,7 +1,9 @@
 """Tiny keras-hub presets for tests: built from a config, saved with `save_to_preset`, nothing downloaded."""
 import os
 
+import keras
 import keras_hub
+from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode  # the byte alphabet GPT-2 uses
 
 # GPT-2's byte-to-unicode alphabet: every byte is a token, so any text encodes; a few merges make
 # some multi-byte tokens, as a real BPE vocabulary has.
@@ -11,8 +13,6 @@ _MERGES = ["Ġ t", "Ġ a", "e r", "i n", "Ġt h", "Ġth e", "r e", "o n", "d e",
 
 def tiny_gpt2_vocabulary():
     """(vocabulary dict, merges list) of a tiny byte-level BPE with `<|endoftext|>` at id 0."""
-    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode  # the alphabet GPT-2 uses
-
     _, alphabet = bytes_to_unicode()
     vocabulary = {"<|endoftext|>": 0}
     for token in alphabet:
@@ -24,8 +24,6 @@ def tiny_gpt2_vocabulary():
 
 def save_tiny_gpt2_preset(directory, seed=0, sequence_length=64):
     """A tiny GPT-2 CausalLM (2 layers, width 32) with its tokenizer, saved as a preset in `directory`."""
-    import keras
-
     keras.utils.set_random_seed(seed)
     vocabulary, merges = tiny_gpt2_vocabulary()
     tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)

@@ -1,14 +1,23 @@
 """keras-hub presets as tfpref backbones: the adapter against keras-hub's own forward pass, the
 sampler's cached and uncached paths, left-padding invariance, serialization."""
+import json
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import tiny_config, write_tiny_corpus
 from keras_hub_presets import save_tiny_gpt2_preset
+from tfpref.config import inapplicable_flags
+from tfpref.data.pipeline import build_token_data
+from tfpref.data.tokenizers import KerasHubTokenizer
+from tfpref.errors import UserError
 from tfpref.models.keras_hub import KerasHubBackbone, load_causal_lm
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
+from tfpref.runs import load_run
+from tfpref.training.run import train
 
 NEW = 10
 
@@ -82,3 +91,63 @@ def test_serialization_round_trip_records_the_preset(preset, backbone):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(backbone))
     ids = tf.constant([[5, 6, 7]])
     np.testing.assert_allclose(restored(ids).numpy(), backbone(ids).numpy(), atol=1e-6)
+
+
+# ---- the preset's tokenizer, the config, a training run ------------------------------------------
+
+def test_preset_tokenizer_round_trips_text(preset):
+    tokenizer = KerasHubTokenizer(preset)
+    text = "def f(x):\n\treturn x  # é\r\n"
+    ids = tokenizer.encode(text, add_bos=True, add_eos=True)
+    assert ids.dtype == np.int32 and ids[0] == tokenizer.bos_id and ids[-1] == tokenizer.eos_id
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.vocab_size == KerasHubBackbone(preset).vocab_size
+    assert [list(x) for x in tokenizer.encode_all(["ab", text])] == [list(tokenizer.encode("ab")),
+                                                                     list(tokenizer.encode(text))]
+    assert tokenizer.control_ids == ()
+
+
+def test_config_refuses_what_a_preset_cannot_do(tmp_path, preset):
+    def config(**overrides):
+        return tiny_config(tmp_path / "run", "stdlib", **{"model": "keras_hub", "preset": preset, **overrides})
+
+    config().validate()
+    with pytest.raises(UserError, match="--model keras_hub needs --preset"):
+        config(preset="").validate()
+    with pytest.raises(UserError, match="--objective conditional is not supported yet"):
+        config(objective="conditional").validate()
+    with pytest.raises(UserError, match="pass --no-export"):
+        config(export=True).validate()
+    refused = dict(inapplicable_flags(config(), ["d_model", "num_layers", "dropout", "ff_dim", "lora_rank"]))
+    assert set(refused) == {"d_model", "num_layers", "dropout", "ff_dim"}
+    assert "--model transformer, lstm, conv only, not keras_hub" in refused["d_model"]
+    transformer = tiny_config(tmp_path / "other", "stdlib")
+    assert [name for name, _ in inapplicable_flags(transformer, ["preset", "lora_rank"])] == ["preset", "lora_rank"]
+
+
+def mean_mle_loss(model, batch):
+    logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"])
+    mask = tf.cast(batch["padding_mask"][:, 1:], tf.float32)
+    return float(-tf.reduce_sum(logprobs) / tf.reduce_sum(mask))
+
+
+def test_mle_on_a_preset_trains_restores_and_resumes(tmp_path, preset, capsys):
+    corpus = write_tiny_corpus(tmp_path)
+    config = tiny_config(tmp_path / "run", corpus, model="keras_hub", preset=preset, train_steps=6,
+                         learning_rate=1e-2, checkpoint_every=3)
+    result = train(config, show_progress=False)
+    assert result["step"] == 6
+    stored = json.load(open(tmp_path / "run" / "config.json"))
+    assert stored["model"]["model"] == "keras_hub" and stored["model"]["preset"] == preset
+
+    _, trained, _ = load_run(str(tmp_path / "run"))
+    assert isinstance(trained.backbone, KerasHubBackbone)
+    tokenizer = KerasHubTokenizer(preset)
+    data = build_token_data([open(corpus).read()[:3000]], 32, tokenizer=tokenizer)
+    rows = [data.stream[s:s + n] for s, n in zip(data.starts[:4], data.lengths[:4])]
+    batch = {"token_ids": tf.constant(np.stack(rows)), "padding_mask": tf.ones([4, 33], tf.bool)}
+    assert mean_mle_loss(trained, batch) < mean_mle_loss(KerasHubBackbone(preset), batch) - 0.1
+
+    config.train.train_steps = 8  # the same run, longer: resumes from its step-6 checkpoint
+    assert train(config, show_progress=False)["step"] == 8
+    assert "from step 6" in capsys.readouterr().out

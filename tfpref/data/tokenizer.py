@@ -35,7 +35,31 @@ def left_pad(sequences, width=None, pad_id=PAD_ID):
     return ids, mask
 
 
-class ByteTokenizer:
+class Tokenizer:
+    """What the data layer asks of a tokenizer: text <-> ids and the ids with a meaning.
+
+    Implemented by `ByteTokenizer` (tfpref's own vocabulary, with control ids) and by
+    `tfpref.data.tokenizers.KerasHubTokenizer` (a keras-hub preset's, without them).
+    """
+
+    vocab_size = 0
+    pad_id = bos_id = eos_id = 0
+    control_ids = ()  # ids that are inputs only (control tokens), never text targets
+
+    def encode(self, text, add_bos=False, add_eos=False):
+        """int32 ids of `text`, with BOS / EOS around it when asked."""
+        raise NotImplementedError
+
+    def decode(self, ids):
+        """Text of `ids`; special ids are dropped."""
+        raise NotImplementedError
+
+    def encode_all(self, texts, add_bos=False, add_eos=False):
+        """`encode` of each text (a tokenizer may do a batch at once)."""
+        return [self.encode(text, add_bos=add_bos, add_eos=add_eos) for text in texts]
+
+
+class ByteTokenizer(Tokenizer):
     """Bytes of UTF-8 text, shifted past the reserved ids.
 
     Example:
@@ -47,6 +71,7 @@ class ByteTokenizer:
     pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
     vocab_size = VOCAB_SIZE
     num_special = NUM_SPECIAL
+    control_ids = CONTROL_IDS
 
     def encode(self, text, add_bos=False, add_eos=False):
         ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32) + NUM_SPECIAL
