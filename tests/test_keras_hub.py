@@ -13,7 +13,7 @@ from tfpref.config import inapplicable_flags
 from tfpref.data.pipeline import build_token_data
 from tfpref.data.tokenizers import KerasHubTokenizer
 from tfpref.errors import UserError
-from tfpref.models.keras_hub import KerasHubBackbone, load_causal_lm
+from tfpref.models.keras_hub import KerasHubBackbone, is_lora_weight, load_causal_lm
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
 from tfpref.runs import load_run
@@ -151,3 +151,24 @@ def test_mle_on_a_preset_trains_restores_and_resumes(tmp_path, preset, capsys):
     config.train.train_steps = 8  # the same run, longer: resumes from its step-6 checkpoint
     assert train(config, show_progress=False)["step"] == 8
     assert "from step 6" in capsys.readouterr().out
+
+
+def test_lora_trains_the_adapters_only(tmp_path, preset):
+    adapted = KerasHubBackbone(preset, lora_rank=2)
+    assert adapted.trainable_variables and all(is_lora_weight(v) for v in adapted.trainable_variables)
+    assert len(adapted.trainable_variables) == 2 * 2 * 2  # a and b, of query and value, in 2 layers
+
+    corpus = write_tiny_corpus(tmp_path)
+    config = tiny_config(tmp_path / "run", corpus, model="keras_hub", preset=preset, lora_rank=2, train_steps=4,
+                         learning_rate=1e-2)
+    train(config, show_progress=False)
+    assert json.load(open(tmp_path / "run" / "config.json"))["model"]["lora_rank"] == 2
+    _, trained, _ = load_run(str(tmp_path / "run"))
+    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    changed = 0
+    for variable in trained.backbone.weights:
+        if is_lora_weight(variable):
+            changed += variable.path.endswith("lora_kernel_b") and bool(np.any(variable.numpy() != 0))
+        else:
+            np.testing.assert_array_equal(variable.numpy(), base[variable.path], err_msg=variable.path)
+    assert changed == 4  # every b factor (initialised to zero) was trained

@@ -48,6 +48,19 @@ def unsupported_reason(hub_backbone):
     return None
 
 
+def enable_lora(hub_backbone, rank):
+    """keras-hub's `enable_lora(rank)`, and the adapted layers' biases frozen too: keras-hub leaves
+    them trainable, and then the base model would change (LoRA trains the adapters alone)."""
+    hub_backbone.enable_lora(rank)
+    for variable in hub_backbone.trainable_variables:
+        if not is_lora_weight(variable):
+            variable.trainable = False
+
+
+def is_lora_weight(variable):
+    return variable.path.rsplit("/", 1)[-1].startswith("lora_kernel_")
+
+
 @keras.saving.register_keras_serializable(package="tfpref")
 class KerasHubBackbone(keras.Model):
     """`model(token_ids, padding_mask) -> logits` [batch, time, vocab] float32, from a keras-hub preset.
@@ -78,7 +91,7 @@ class KerasHubBackbone(keras.Model):
         attention = hub_backbone.transformer_layers[0]._self_attention_layer
         self.num_heads, self.head_dim = int(attention.num_heads), int(attention.key_dim)
         if self.lora_rank:
-            hub_backbone.enable_lora(self.lora_rank)
+            enable_lora(hub_backbone, self.lora_rank)
         self.built = True
 
     def build(self, input_shape=None):
