@@ -11,6 +11,7 @@ from helpers import tiny_config, write_tiny_corpus
 from keras_hub_presets import save_tiny_gpt2_preset
 from tfpref.config import inapplicable_flags
 from tfpref.data.pipeline import build_token_data
+from tfpref.data.sft import load_sft_data
 from tfpref.data.tokenizers import KerasHubTokenizer
 from tfpref.errors import UserError
 from tfpref.models.keras_hub import KerasHubBackbone, is_lora_weight, load_causal_lm
@@ -172,3 +173,24 @@ def test_lora_trains_the_adapters_only(tmp_path, preset):
         else:
             np.testing.assert_array_equal(variable.numpy(), base[variable.path], err_msg=variable.path)
     assert changed == 4  # every b factor (initialised to zero) was trained
+
+
+def test_sft_on_a_preset_trains_on_prompt_completion_records(tmp_path, preset):
+    records = [{"prompt": f"def add_{i}(x):\n", "completion": f"    return x + {i}\n",
+                "split": "validation" if i % 5 == 0 else "train"} for i in range(40)]
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tokenizer = KerasHubTokenizer(preset)
+    data = load_sft_data(str(path), 32, "train", tokenizer=tokenizer)
+    row, completion = data.arrays["token_ids"][0], data.arrays["completion_mask"][0]
+    assert row[0] == tokenizer.bos_id
+    assert tokenizer.decode(row[completion]) == records[1]["completion"]
+    config = tiny_config(tmp_path / "run", str(path), model="keras_hub", preset=preset, objective="sft",
+                         train_steps=3)
+    assert train(config, show_progress=False)["step"] == 3
+
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+    with pytest.raises(UserError, match="conversational records need the chat template's role tokens"):
+        load_sft_data(str(chat), 32, tokenizer=tokenizer)

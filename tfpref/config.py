@@ -14,7 +14,7 @@ from tfpref.errors import UserError
 # conv: a bidirectional encoder, for reward models only; keras_hub: a keras-hub preset (--preset)
 MODELS = ("transformer", "lstm", "conv", "keras_hub")
 # What a keras-hub preset can train so far: the objectives whose data reads the preset's tokenizer.
-KERAS_HUB_OBJECTIVES = ("mle",)
+KERAS_HUB_OBJECTIVES = ("mle", "sft")
 GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers (--segment)
 
 # Every --objective, grouped by what it trains on. The objective classes register under these
