@@ -17,7 +17,7 @@ from tfpref.errors import UserError
 from tfpref.models.keras_hub import KerasHubBackbone, is_lora_weight, load_causal_lm
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
-from tfpref.runs import load_run
+from tfpref.runs import load_run, resolve_config
 from tfpref.training.run import train
 
 NEW = 10
@@ -194,3 +194,12 @@ def test_sft_on_a_preset_trains_on_prompt_completion_records(tmp_path, preset):
                                              {"role": "assistant", "content": "hello"}]}) + "\n")
     with pytest.raises(UserError, match="conversational records need the chat template's role tokens"):
         load_sft_data(str(chat), 32, tokenizer=tokenizer)
+
+
+def test_run_refuses_a_missing_preset_and_a_seq_len_beyond_its_positions(tmp_path, preset):
+    corpus = write_tiny_corpus(tmp_path)
+    with pytest.raises(UserError, match="--preset .*nowhere: not a keras-hub preset"):
+        resolve_config(tiny_config(tmp_path / "a", corpus, model="keras_hub", preset=str(tmp_path / "nowhere")))
+    with pytest.raises(UserError, match="--seq_len 65 is above the GPT2Backbone preset's maximum of 64"):
+        resolve_config(tiny_config(tmp_path / "b", corpus, model="keras_hub", preset=preset, seq_len=65))
+    assert resolve_config(tiny_config(tmp_path / "c", corpus, model="keras_hub", preset=preset, seq_len=64))

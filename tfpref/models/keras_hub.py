@@ -21,6 +21,7 @@ Example:
 import keras
 import keras_hub
 import tensorflow as tf
+from keras_hub.src.utils.preset_utils import load_json
 
 # What a keras-hub backbone must have for this adapter (GPT-2's layout).
 _REQUIRED_PARTS = ("token_embedding", "position_embedding", "embeddings_add", "embeddings_dropout",
@@ -30,6 +31,21 @@ _REQUIRED_PARTS = ("token_embedding", "position_embedding", "embeddings_add", "e
 def load_causal_lm(preset):
     """The keras-hub CausalLM saved at `preset` (a directory written by `save_to_preset`, or a preset name)."""
     return keras_hub.models.CausalLM.from_preset(preset)
+
+
+def preset_limits(preset):
+    """(backbone class name, longest sequence it encodes) from the preset's config.json, without loading
+    weights; raises ValueError for what is not a preset of a supported backbone."""
+    try:
+        config = load_json(preset)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"not a keras-hub preset ({e})") from None
+    class_name = config.get("class_name", "?")
+    max_length = config.get("config", {}).get("max_sequence_length")
+    if max_length is None:
+        raise ValueError(f"a {class_name}: only backbones with learned position embeddings (GPT-2's layout) "
+                         f"are supported so far")
+    return class_name, int(max_length)
 
 
 def load_hub_backbone(preset):
