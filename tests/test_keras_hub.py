@@ -9,11 +9,12 @@ import tensorflow as tf
 
 from helpers import tiny_config, write_tiny_corpus
 from keras_hub_presets import save_tiny_gpt2_preset
-from tfpref.config import inapplicable_flags
+from tfpref.config import ModelConfig, inapplicable_flags
 from tfpref.data.pipeline import build_token_data
 from tfpref.data.sft import load_sft_data
 from tfpref.data.tokenizers import KerasHubTokenizer
 from tfpref.errors import UserError
+from tfpref.models import CausalLM, build_model
 from tfpref.models.keras_hub import KerasHubBackbone, is_lora_weight, load_causal_lm
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
@@ -203,3 +204,38 @@ def test_run_refuses_a_missing_preset_and_a_seq_len_beyond_its_positions(tmp_pat
     with pytest.raises(UserError, match="--seq_len 65 is above the GPT2Backbone preset's maximum of 64"):
         resolve_config(tiny_config(tmp_path / "b", corpus, model="keras_hub", preset=preset, seq_len=65))
     assert resolve_config(tiny_config(tmp_path / "c", corpus, model="keras_hub", preset=preset, seq_len=64))
+
+
+class EndTokenBiased:
+    """A language model whose end-token logit is raised by `bias`: so that rows end at different steps."""
+
+    def __init__(self, model, bias):
+        self.model, self.bias, self.vocab_size = model, bias, model.vocab_size
+
+    def logits_from_hidden(self, hidden):
+        logits = self.model.logits_from_hidden(hidden)
+        return logits + self.bias * tf.one_hot(self.model.eos_id, self.vocab_size)
+
+    def __getattr__(self, name):  # hidden_states, init_cache, hidden_states_cached: the model's own
+        return getattr(self.model, name)
+
+
+def test_generation_stops_at_the_presets_end_token(preset):
+    config = ModelConfig(model="keras_hub", preset=preset)
+    policy = CausalLM(build_model(config), name="causal_lm")
+    tokenizer = KerasHubTokenizer(preset)
+    assert policy.eos_id == tokenizer.eos_id == 0  # <|endoftext|>, also the start and pad token
+    assert policy.banned_ids() == ()  # BOS, EOS and padding are one token: it must stay possible
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(policy.backbone))
+    assert restored.eos_id == policy.eos_id and restored.generation_banned_ids == ()
+
+    rows = [tokenizer.encode(text, add_bos=True) for text in ("def f", "x = 1", "import os", "class A:")] * 4
+    sampler = Sampler(EndTokenBiased(policy, 4.0), NEW, banned_ids=policy.banned_ids(), eos_id=policy.eos_id,
+                      jit_compile=False)
+    out = sampler(*left_pad(rows), temperature=1.0, seed=3)
+    assert out["finished"].any() and not out["finished"].all()
+    for tokens, mask, finished, length in zip(out["tokens"], out["mask"], out["finished"], out["lengths"]):
+        assert mask[:length].all() and not mask[length:].any()
+        generated = list(tokens[:length])
+        assert finished == (generated[-1] == policy.eos_id) and policy.eos_id not in generated[:-1]
+        assert finished or length == NEW

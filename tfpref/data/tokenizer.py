@@ -45,6 +45,7 @@ class Tokenizer:
     vocab_size = 0
     pad_id = bos_id = eos_id = 0
     control_ids = ()  # ids that are inputs only (control tokens), never text targets
+    generation_banned_ids = ()  # ids generation never emits (padding, a second BOS, control tokens)
 
     def encode(self, text, add_bos=False, add_eos=False):
         """int32 ids of `text`, with BOS / EOS around it when asked."""
@@ -72,6 +73,7 @@ class ByteTokenizer(Tokenizer):
     vocab_size = VOCAB_SIZE
     num_special = NUM_SPECIAL
     control_ids = CONTROL_IDS
+    generation_banned_ids = (PAD_ID, BOS_ID) + CONTROL_IDS
 
     def encode(self, text, add_bos=False, add_eos=False):
         ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32) + NUM_SPECIAL

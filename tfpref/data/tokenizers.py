@@ -38,6 +38,8 @@ class KerasHubTokenizer(Tokenizer):
         self.bos_id = int(end if start is None else start)
         self.pad_id = int(end if pad is None else pad)
         self.special_ids = np.array(sorted({self.bos_id, self.eos_id, self.pad_id}), np.int32)
+        # GPT-2's BOS, EOS and padding are one token: ending a text must stay possible.
+        self.generation_banned_ids = tuple(sorted({self.bos_id, self.pad_id} - {self.eos_id}))
 
     def encode(self, text, add_bos=False, add_eos=False):
         return self.encode_all([text], add_bos=add_bos, add_eos=add_eos)[0]

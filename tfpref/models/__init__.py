@@ -5,6 +5,7 @@ on it what the run's objective trains (see `tfpref.models.tasks`).
 """
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.tokenizer import VOCAB_SIZE
+from tfpref.data.tokenizers import KerasHubTokenizer
 from tfpref.models.conv import ConvEncoder
 from tfpref.models.heads import ClassifierHead, RewardHead, ScalarHead
 from tfpref.models.keras_hub import KerasHubBackbone
@@ -24,7 +25,9 @@ TYPICAL_SEGMENT_BYTES = {"line": 40, "chunk": 1200, "document": 1200}
 def build_model(model_config, seed=None):
     """A built (weights created) backbone from a `ModelConfig`: a language model, or the conv encoder."""
     if model_config.model == "keras_hub":  # the preset brings its architecture and weights
-        return KerasHubBackbone(model_config.preset, lora_rank=model_config.lora_rank, name="keras_hub")
+        tokenizer = KerasHubTokenizer(model_config.preset)
+        return KerasHubBackbone(model_config.preset, lora_rank=model_config.lora_rank, eos_id=tokenizer.eos_id,
+                                generation_banned_ids=tokenizer.generation_banned_ids, name="keras_hub")
     model = MODEL_CLASSES[model_config.model](
         vocab_size=VOCAB_SIZE, d_model=model_config.d_model, num_layers=model_config.num_layers,
         num_heads=model_config.num_heads, ff_dim=model_config.ff_dim, dropout=model_config.dropout,

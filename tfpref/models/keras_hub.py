@@ -89,12 +89,21 @@ class KerasHubBackbone(keras.Model):
         preset: the keras-hub preset (a directory saved with `save_to_preset`); recorded in the config.
         lora_rank: > 0 freezes the preset's weights and trains rank-`lora_rank` adapters on the
             attention's query and value projections (keras-hub's `enable_lora`).
+        eos_id: the preset tokenizer's end token: where generation stops (None: nowhere).
+        generation_banned_ids: ids generation never emits (the preset's start and pad tokens when
+            they are not its end token).
         hub_backbone: an already loaded keras-hub backbone of `preset` (default: load it).
+
+    The token ids are arguments, not read from the preset here, because Keras deserializes a model
+    in safe mode, where a preset tokenizer's vocabulary files may not be read; `build_model` takes
+    them from `tfpref.data.tokenizers.KerasHubTokenizer`.
     """
 
-    def __init__(self, preset, lora_rank=0, hub_backbone=None, **kwargs):
+    def __init__(self, preset, lora_rank=0, eos_id=None, generation_banned_ids=(), hub_backbone=None, **kwargs):
         super().__init__(**kwargs)
         self.preset, self.lora_rank = preset, int(lora_rank)
+        self.eos_id = None if eos_id is None else int(eos_id)
+        self.generation_banned_ids = tuple(int(i) for i in generation_banned_ids)
         hub_backbone = load_hub_backbone(preset) if hub_backbone is None else hub_backbone
         reason = unsupported_reason(hub_backbone)
         if reason:
@@ -164,7 +173,8 @@ class KerasHubBackbone(keras.Model):
         return hub.embeddings_dropout(x, training=training)
 
     def get_config(self):
-        return {**super().get_config(), "preset": self.preset, "lora_rank": self.lora_rank}
+        return {**super().get_config(), "preset": self.preset, "lora_rank": self.lora_rank, "eos_id": self.eos_id,
+                "generation_banned_ids": list(self.generation_banned_ids)}
 
 
 def _attention_mask(batch, query_len, key_len, query_offset, key_mask=None):
