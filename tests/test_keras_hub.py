@@ -19,6 +19,7 @@ from tfpref.models.keras_hub import KerasHubBackbone, is_lora_weight, load_causa
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
 from tfpref.runs import load_run, resolve_config
+from tfpref.training.export import export_model
 from tfpref.training.run import train
 
 NEW = 10
@@ -118,8 +119,6 @@ def test_config_refuses_what_a_preset_cannot_do(tmp_path, preset):
         config(preset="").validate()
     with pytest.raises(UserError, match="--objective conditional is not supported yet"):
         config(objective="conditional").validate()
-    with pytest.raises(UserError, match="pass --no-export"):
-        config(export=True).validate()
     refused = dict(inapplicable_flags(config(), ["d_model", "num_layers", "dropout", "ff_dim", "lora_rank"]))
     assert set(refused) == {"d_model", "num_layers", "dropout", "ff_dim"}
     assert "--model transformer, lstm, conv only, not keras_hub" in refused["d_model"]
@@ -133,6 +132,7 @@ def mean_mle_loss(model, batch):
     return float(-tf.reduce_sum(logprobs) / tf.reduce_sum(mask))
 
 
+@pytest.mark.slow
 def test_mle_on_a_preset_trains_restores_and_resumes(tmp_path, preset, capsys):
     corpus = write_tiny_corpus(tmp_path)
     config = tiny_config(tmp_path / "run", corpus, model="keras_hub", preset=preset, train_steps=6,
@@ -239,3 +239,48 @@ def test_generation_stops_at_the_presets_end_token(preset):
         generated = list(tokens[:length])
         assert finished == (generated[-1] == policy.eos_id) and policy.eos_id not in generated[:-1]
         assert finished or length == NEW
+
+
+@pytest.mark.slow
+def test_export_generates_and_scores_with_the_presets_tokenizer_in_the_graph(tmp_path, preset):
+    import tensorflow_text  # noqa: F401 (registers the ops of keras-hub's in-graph tokenizer; optional, heavy)
+
+    policy = CausalLM(build_model(ModelConfig(model="keras_hub", preset=preset)), name="causal_lm")
+    tokenizer = KerasHubTokenizer(preset)
+    path = export_model(policy, str(tmp_path), step=3, seq_len=32, tokenizer=tokenizer)
+    served = tf.saved_model.load(path)
+    assert sorted(served.signatures) == ["generate", "score"]  # no chat: its role tokens are byte-vocabulary ids
+
+    prompts = ["def f(x):", "import os\n", "x"]
+    out = served.signatures["generate"](prompts=tf.constant(prompts), max_new_tokens=tf.constant(NEW),
+                                        temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0),
+                                        seed=tf.constant(0))
+    library = Sampler(policy, NEW, banned_ids=policy.banned_ids(), eos_id=policy.eos_id, jit_compile=False)(
+        *left_pad([tokenizer.encode(p, add_bos=True) for p in prompts]), temperature=0.0)
+    for row in range(len(prompts)):
+        tokens = library["tokens"][row][library["mask"][row]]
+        assert out["completions"].numpy()[row].decode("utf-8", "replace") == tokenizer.decode(tokens)
+    np.testing.assert_array_equal(out["num_tokens"].numpy(), library["lengths"])
+    np.testing.assert_allclose(out["logprob"].numpy(), library["logprobs"].sum(1), atol=1e-4)
+
+    texts = ["def f(x):\n    return x\n", "é"]
+    scored = served.signatures["score"](texts=tf.constant(texts))
+    for row, text in enumerate(texts):
+        ids = tokenizer.encode(text, add_bos=True)[None]
+        want = sequence_logprobs(policy, ids, np.ones_like(ids, bool)).numpy().sum()
+        np.testing.assert_allclose(scored["total_logprob"].numpy()[row], want, atol=1e-4)
+        assert scored["num_tokens"].numpy()[row] == ids.shape[1] - 1
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens exceed the model.{1,2}s 63 positions"):
+        served.signatures["generate"](prompts=tf.constant(["x" * 60]), max_new_tokens=tf.constant(NEW),
+                                      temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0),
+                                      seed=tf.constant(0))
+
+
+def test_preset_tokenizer_tokenizes_data_as_the_graph_does(preset):
+    tokenizer = KerasHubTokenizer(preset)
+    texts = ["def f(x):\n    return x\n", "a  b", "x\n\n y", "é", ""]
+    in_graph = tf.function(lambda t: tokenizer.encode_tf(t, add_bos=True).to_tensor(-1))(tf.constant(texts)).numpy()
+    for row, text in enumerate(texts):
+        ids = tokenizer.encode(text, add_bos=True)
+        np.testing.assert_array_equal(in_graph[row][:len(ids)], ids)
+        assert (in_graph[row][len(ids):] == -1).all()

@@ -259,9 +259,6 @@ class RunConfig:
         if objective not in KERAS_HUB_OBJECTIVES:
             raise UserError(f"--model keras_hub: --objective {objective} is not supported yet (its data and "
                             f"generation use the byte tokenizer); supported: {', '.join(KERAS_HUB_OBJECTIVES)}")
-        if self.runtime.export:
-            raise UserError("--model keras_hub: the SavedModel export does not carry the preset's tokenizer "
-                            "yet; pass --no-export")
 
     def _check_objective(self):
         """What an objective needs from the rest of the config."""

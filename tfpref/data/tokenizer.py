@@ -59,6 +59,19 @@ class Tokenizer:
         """`encode` of each text (a tokenizer may do a batch at once)."""
         return [self.encode(text, add_bos=add_bos, add_eos=add_eos) for text in texts]
 
+    def encode_tf(self, texts, add_bos=False, add_eos=False):
+        """Ragged [batch, None] int32 ids of a 1-D string tensor, inside a TF graph."""
+        raise NotImplementedError
+
+    def decode_tf(self, ids, mask=None):
+        """1-D string tensor of `ids` [batch, time] (special ids and masked-off positions dropped),
+        inside a TF graph."""
+        raise NotImplementedError
+
+    def graph_resources(self):
+        """Objects a SavedModel using `encode_tf` / `decode_tf` must hold (lookup tables' owners)."""
+        return []
+
 
 class ByteTokenizer(Tokenizer):
     """Bytes of UTF-8 text, shifted past the reserved ids.

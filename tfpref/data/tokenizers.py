@@ -10,6 +10,7 @@ Example:
 """
 import keras_hub
 import numpy as np
+import tensorflow as tf
 
 from tfpref.data.tokenizer import ByteTokenizer, Tokenizer
 
@@ -38,6 +39,16 @@ class KerasHubTokenizer(Tokenizer):
         self.bos_id = int(end if start is None else start)
         self.pad_id = int(end if pad is None else pad)
         self.special_ids = np.array(sorted({self.bos_id, self.eos_id, self.pad_id}), np.int32)
+        # keras-hub tokenizes eagerly in Python and, when traced, in TensorFlow; the two differ (GPT-2's
+        # eager path merges runs of spaces that its graph path splits). Training data goes through the
+        # graph path as well, so that it is tokenized exactly as an exported model tokenizes its input.
+        self._tokenize = tf.function(self.hub_tokenizer.tokenize, input_signature=[tf.TensorSpec([None], tf.string)])
+        self._detokenize = tf.function(self.hub_tokenizer.detokenize,
+                                       input_signature=[tf.RaggedTensorSpec([None, None], tf.int32)])
+        if hasattr(self.hub_tokenizer, "_maybe_initialized_tf"):
+            # keras-hub builds a byte-pair tokenizer's lookup tables at its first traced call, which
+            # would put them inside that function's graph; a SavedModel needs them built outside.
+            self.hub_tokenizer._maybe_initialized_tf()
         # GPT-2's BOS, EOS and padding are one token: ending a text must stay possible.
         self.generation_banned_ids = tuple(sorted({self.bos_id, self.pad_id} - {self.eos_id}))
 
@@ -48,21 +59,36 @@ class KerasHubTokenizer(Tokenizer):
         if not texts:
             return []
         # One call for the whole list: the keras-hub tokenizer runs in TensorFlow, per call.
-        # A list in gives lists back (a tensor in, a ragged tensor).
-        encoded = self.hub_tokenizer(list(texts))
-        rows = [np.asarray(row, np.int32) for row in (encoded.to_list() if hasattr(encoded, "to_list") else encoded)]
+        encoded = self._tokenize(tf.constant(list(texts), tf.string))
+        rows = [np.asarray(row, np.int32) for row in encoded.to_list()]
         before = [self.bos_id] if add_bos else []
         after = [self.eos_id] if add_eos else []
         return [np.concatenate([np.array(before, np.int32), row, np.array(after, np.int32)]) for row in rows]
+
+    def encode_tf(self, texts, add_bos=False, add_eos=False):
+        ids = tf.cast(self.hub_tokenizer.tokenize(texts), tf.int32)
+        rows = tf.shape(texts)[0]
+        parts = ([tf.fill([rows, 1], self.bos_id)] if add_bos else []) + [ids]
+        if add_eos:
+            parts.append(tf.fill([rows, 1], self.eos_id))
+        return tf.concat(parts, axis=1) if len(parts) > 1 else ids
+
+    def decode_tf(self, ids, mask=None):
+        keep = tf.logical_not(tf.reduce_any(tf.equal(ids[..., None], self.special_ids), axis=-1))
+        if mask is not None:
+            keep = tf.logical_and(keep, mask)
+        return self.hub_tokenizer.detokenize(tf.ragged.boolean_mask(ids, keep))
+
+    def graph_resources(self):
+        return [self.hub_tokenizer]
 
     def decode(self, ids):
         ids = np.asarray(ids, np.int32).reshape(-1)
         ids = ids[~np.isin(ids, self.special_ids)]
         if not len(ids):
             return ""
-        text = self.hub_tokenizer.detokenize(ids)
-        text = text.numpy() if hasattr(text, "numpy") else text
-        return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+        text = self._detokenize(tf.RaggedTensor.from_tensor(ids[None]))[0].numpy()
+        return text.decode("utf-8", errors="replace")
 
 
 def tokenizer_for(model_config):
