@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import tiny_config, write_tiny_corpus
+from helpers import run_cli_in_process, tiny_config, write_tiny_corpus
+from tfpref.cli import evaluate_main
 from keras_hub_presets import save_tiny_gpt2_preset
 from tfpref.config import ModelConfig, inapplicable_flags
 from tfpref.data.pipeline import build_token_data
@@ -153,6 +154,14 @@ def test_mle_on_a_preset_trains_restores_and_resumes(tmp_path, preset, capsys):
     config.train.train_steps = 8  # the same run, longer: resumes from its step-6 checkpoint
     assert train(config, show_progress=False)["step"] == 8
     assert "from step 6" in capsys.readouterr().out
+
+    # evaluate.py measures a keras_hub run's likelihood (its held-out data tokenized by the preset) and
+    # refuses to sample it, which would decode bytes.
+    result = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "run"), "--max_batches", "1"])
+    assert result.returncode == 0, result.stderr
+    assert json.load(open(tmp_path / "run" / "eval" / "metrics.json"))["metrics"]["nll"] > 0
+    result = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "run"), "--num_samples", "2"])
+    assert result.returncode == 2 and "keras_hub run is evaluated by its likelihood only" in result.stderr
 
 
 def test_lora_trains_the_adapters_only(tmp_path, preset):
