@@ -139,7 +139,7 @@ def test_mle_on_a_preset_trains_restores_and_resumes(tmp_path, preset, capsys):
     config = tiny_config(tmp_path / "run", corpus, model="keras_hub", preset=preset, train_steps=6,
                          learning_rate=1e-2, checkpoint_every=3)
     result = train(config, show_progress=False)
-    assert result["step"] == 6
+    assert result["step"] == 6 and "validation_bits_per_token" in result and "validation_bits_per_byte" not in result
     stored = json.load(open(tmp_path / "run" / "config.json"))
     assert stored["model"]["model"] == "keras_hub" and stored["model"]["preset"] == preset
 

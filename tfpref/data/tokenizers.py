@@ -98,6 +98,11 @@ def tokenizer_for(model_config):
     return ByteTokenizer()
 
 
+def tokens_are_bytes(model_config):
+    """Whether the model reads bytes (its per-token metrics are per byte)."""
+    return model_config.model != KERAS_HUB_MODEL
+
+
 def control_ids_for(model_config):
     """Ids that are control tokens (inputs, never text) for this model's vocabulary, without loading it."""
     return () if model_config.model == KERAS_HUB_MODEL else ByteTokenizer.control_ids

@@ -5,7 +5,7 @@ import math
 import tensorflow as tf
 
 from tfpref.data.tokenizer import CONTROL_IDS
-from tfpref.data.tokenizers import control_ids_for
+from tfpref.data.tokenizers import control_ids_for, tokens_are_bytes
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.objectives.base import Objective, ObjectiveOutput
 
@@ -71,5 +71,6 @@ class MleObjective(Objective):
     def summarize(self, means):
         if "nll" in means:
             means["perplexity"] = math.exp(min(means["nll"], 50.0))
-            means["bits_per_byte"] = means["nll"] / math.log(2.0)
+            unit = "byte" if tokens_are_bytes(self.config.model) else "token"  # a preset's tokens are not bytes
+            means[f"bits_per_{unit}"] = means["nll"] / math.log(2.0)
         return means
