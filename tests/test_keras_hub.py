@@ -1,6 +1,7 @@
 """keras-hub presets as tfpref backbones: the adapter against keras-hub's own forward pass, the
 sampler's cached and uncached paths, left-padding invariance, serialization."""
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -213,6 +214,12 @@ def test_run_refuses_a_missing_preset_and_a_seq_len_beyond_its_positions(tmp_pat
     with pytest.raises(UserError, match="--seq_len 65 is above the GPT2Backbone preset's maximum of 64"):
         resolve_config(tiny_config(tmp_path / "b", corpus, model="keras_hub", preset=preset, seq_len=65))
     assert resolve_config(tiny_config(tmp_path / "c", corpus, model="keras_hub", preset=preset, seq_len=64))
+    rotary = tmp_path / "llama"
+    shutil.copytree(preset, rotary)
+    config = json.load(open(rotary / "config.json"))
+    (rotary / "config.json").write_text(json.dumps({**config, "class_name": "LlamaBackbone"}))
+    with pytest.raises(UserError, match="a LlamaBackbone: only backbones with GPT-2's layout"):
+        resolve_config(tiny_config(tmp_path / "d", corpus, model="keras_hub", preset=str(rotary)))
 
 
 class EndTokenBiased:

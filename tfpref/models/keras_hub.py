@@ -23,6 +23,9 @@ import keras_hub
 import tensorflow as tf
 from keras_hub.src.utils.preset_utils import load_json
 
+# Backbones with that layout, checked before a run loads any weights: others may have the parts under
+# other names (OPT's TokenAndPositionEmbedding) or rotary positions (Llama, Gemma, Mistral, ...).
+SUPPORTED_BACKBONES = ("GPT2Backbone",)
 # What a keras-hub backbone must have for this adapter (GPT-2's layout).
 _REQUIRED_PARTS = ("token_embedding", "position_embedding", "embeddings_add", "embeddings_dropout",
                    "transformer_layers", "layer_norm")
@@ -41,11 +44,10 @@ def preset_limits(preset):
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"not a keras-hub preset ({e})") from None
     class_name = config.get("class_name", "?")
-    max_length = config.get("config", {}).get("max_sequence_length")
-    if max_length is None:
-        raise ValueError(f"a {class_name}: only backbones with learned position embeddings (GPT-2's layout) "
-                         f"are supported so far")
-    return class_name, int(max_length)
+    if class_name not in SUPPORTED_BACKBONES:
+        raise ValueError(f"a {class_name}: only backbones with GPT-2's layout (learned position embeddings: "
+                         f"{', '.join(SUPPORTED_BACKBONES)}) are supported so far")
+    return class_name, int(config["config"]["max_sequence_length"])
 
 
 def load_hub_backbone(preset):
