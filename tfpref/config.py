@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 
 from tfpref.errors import UserError
 
-MODELS = ("transformer", "lstm", "conv")  # conv: a bidirectional encoder, for reward models only
+# conv: a bidirectional encoder, for reward models only; keras_hub: a keras-hub preset (--preset)
+MODELS = ("transformer", "lstm", "conv", "keras_hub")
+# What a keras-hub preset can train so far: the objectives whose data reads the preset's tokenizer.
+KERAS_HUB_OBJECTIVES = ("mle", "sft")
 GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers (--segment)
 
 # Every --objective, grouped by what it trains on. The objective classes register under these
@@ -60,10 +63,16 @@ class ModelConfig:
     ff_dim: int = 512
     dropout: float = 0.0
     tie_embeddings: bool = True
+    preset: str = ""              # keras_hub: the keras-hub preset (a directory saved with save_to_preset)
+    lora_rank: int = 0            # keras_hub: > 0 trains rank-R LoRA adapters; the preset's weights stay fixed
 
     def validate(self):
         if self.model not in MODELS:
             raise UserError(f"--model: unknown model '{self.model}' (choose from {', '.join(MODELS)})")
+        if self.model == "keras_hub" and not self.preset:
+            raise UserError("--model keras_hub needs --preset (a keras-hub preset directory, as written by "
+                            "save_to_preset, or a preset name)")
+        _non_negative(self, "lora_rank")
         _positive(self, "d_model", "num_layers", "num_heads", "ff_dim")
         if self.d_model % self.num_heads:
             raise UserError(f"--d_model {self.d_model} is not divisible by --num_heads {self.num_heads}")
@@ -237,10 +246,19 @@ class RunConfig:
         if self.model.model == "conv" and self.train.objective != "reward_model":
             raise UserError(f"--model conv is a bidirectional encoder for reward models; --objective "
                             f"{self.train.objective} needs a language model (transformer or lstm)")
+        if self.model.model == "keras_hub":
+            self._check_keras_hub()
         if self.model.model == "transformer" and self.data.seq_len > MAX_TRANSFORMER_SEQ_LEN:
             raise UserError(f"--seq_len {self.data.seq_len} is above the transformer's maximum of "
                             f"{MAX_TRANSFORMER_SEQ_LEN} positions")
         return self
+
+    def _check_keras_hub(self):
+        """What a keras-hub preset cannot do yet: byte-tokenizer features are refused, not run wrongly."""
+        objective = self.train.objective
+        if objective not in KERAS_HUB_OBJECTIVES:
+            raise UserError(f"--model keras_hub: --objective {objective} is not supported yet (its data and "
+                            f"generation use the byte tokenizer); supported: {', '.join(KERAS_HUB_OBJECTIVES)}")
 
     def _check_objective(self):
         """What an objective needs from the rest of the config."""
@@ -344,9 +362,14 @@ FLAG_OBJECTIVES = {
     "split_by": ("reward_model",) + POLICY_OBJECTIVES + SFT_OBJECTIVES,
 }
 # Architecture flags that only some models have.
-FLAG_MODELS = {"num_heads": ("transformer",), "ff_dim": ("transformer",), "tie_embeddings": ("transformer", "lstm")}
+# A keras-hub preset brings its own architecture (and dropout): the size flags are refused for it.
+_OWN_MODELS = ("transformer", "lstm", "conv")
+FLAG_MODELS = {"num_heads": ("transformer",), "ff_dim": ("transformer",), "tie_embeddings": ("transformer", "lstm"),
+               "d_model": _OWN_MODELS, "num_layers": _OWN_MODELS, "dropout": _OWN_MODELS,
+               "preset": ("keras_hub",), "lora_rank": ("keras_hub",)}
 # With --init_from the architecture is the source run's: these flags cannot change it.
-ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings")
+ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings", "preset",
+                      "lora_rank")
 
 
 def inapplicable_flags(config, given):

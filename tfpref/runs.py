@@ -20,6 +20,7 @@ from tfpref.data.loading import jsonl_prompts, labeled_classes, preference_kind
 from tfpref.data.splits import choose_split_by
 from tfpref.errors import UserError
 from tfpref.models import build_task_model
+from tfpref.models.keras_hub import preset_limits
 
 CONFIG_FILE = "config.json"
 # Objectives whose JSONL data has prompts, split by prompt or by record (tfpref.data.splits).
@@ -108,11 +109,23 @@ def resolve_config(config):
                             f"(use {DEFAULT_REWARD_LOSS[kind]} or bradley_terry)")
     if config.align.reward_model and objective != "reward_model":
         check_reward_model_dir(config.align.reward_model)
+    if config.model.model == "keras_hub":
+        check_preset(config.model.preset, data.seq_len)
     if data.split_by == "auto" and objective in PROMPTED_OBJECTIVES and data.data.endswith(".jsonl"):
         data.split_by, why = choose_split_by(jsonl_prompts(data.data))
         if not data.validation_data:
             print(f"Held-out records of {data.data}: by {data.split_by} ({why})", flush=True)
     return config.validate()
+
+
+def check_preset(preset, seq_len):
+    """Raise UserError unless `preset` is a keras-hub preset the adapter supports, long enough for `seq_len`."""
+    try:
+        class_name, max_length = preset_limits(preset)
+    except ValueError as e:
+        raise UserError(f"--preset {preset}: {e}") from None
+    if seq_len > max_length:
+        raise UserError(f"--seq_len {seq_len} is above the {class_name} preset's maximum of {max_length} positions")
 
 
 def check_reward_model_dir(model_dir):

@@ -109,6 +109,8 @@ def _evaluate(argv):
                                 batch_size=args.batch_size)
     if args.data and not asked and load_config(args.model_dir).train.objective not in RL_OBJECTIVES:
         policy, num_samples = None, 0
+    if not asked and load_config(args.model_dir).model.model == "keras_hub":  # not sampled yet (evaluate_run)
+        num_samples = 0
     max_new_tokens = _given(args.max_new_tokens, 256)
     sampling = SamplingSettings(num_samples, max_new_tokens, _given(args.temperature, 1.0),
                                 args.top_k, _given(args.top_p, 1.0), args.seed, args.prompts, args.batch_size)

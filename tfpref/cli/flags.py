@@ -20,8 +20,13 @@ TRAIN_FLAGS = [
     ("data", "split_by", "JSONL records with prompts (preferences, prompts, SFT): hold out whole prompts, or "
                          "records; auto splits by record when one prompt holds more than 5%% of the records "
                          "(an empty prompt shared by all). A record's own 'split' field always wins."),
-    ("model", "model", "Architecture: transformer or lstm (language models), or conv (a bidirectional "
-                       "convolutional encoder for --objective reward_model)."),
+    ("model", "model", "Architecture: transformer or lstm (language models), conv (a bidirectional "
+                       "convolutional encoder for --objective reward_model), or keras_hub (a pretrained "
+                       "keras-hub preset, --preset, with its own tokenizer)."),
+    ("model", "preset", "keras_hub: the keras-hub preset to start from: a directory written by "
+                        "save_to_preset (or a preset name keras-hub can download)."),
+    ("model", "lora_rank", "keras_hub: if > 0, freeze the preset's weights and train rank-R LoRA adapters on "
+                           "the attention's query and value projections."),
     ("model", "d_model", "Width of embeddings and hidden states."),
     ("model", "num_layers", "Transformer blocks, stacked LSTM layers, or convolution layers."),
     ("model", "num_heads", "Attention heads."),

@@ -17,6 +17,7 @@ from tfpref.data.pipeline import ArrayData, build_token_data
 from tfpref.data.preferences import detect_format, load_preferences, preference_arrays
 from tfpref.data.scored import load_scored_token_data
 from tfpref.data.splits import select
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 
 
@@ -27,7 +28,9 @@ def load_text_data(config, objective_cls, wanted=("train", "validation"), show_p
         loaded = load_scored_token_data(config, objective_cls, wanted, show_progress)
     else:
         parts = load_splits(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
-        loaded = {split: build_token_data(select(parts, split), data.seq_len) if select(parts, split) else None
+        tokenizer = tokenizer_for(config.model)
+        loaded = {split: build_token_data(select(parts, split), data.seq_len, tokenizer=tokenizer)
+                  if select(parts, split) else None
                   for split in wanted}
     if "train" in wanted and (loaded["train"] is None or loaded["train"].num_examples == 0):
         raise UserError(f"--data {data.data}: fewer than --seq_len {data.seq_len} + 1 training tokens")

@@ -64,7 +64,7 @@ class ArrayData:
 def tokenize_chunks(chunks, tokenizer=None):
     """(stream, chunk_starts, chunk_lengths): chunks as BOS text EOS, concatenated."""
     tokenizer = tokenizer or ByteTokenizer()
-    encoded = [tokenizer.encode(chunk, add_bos=True, add_eos=True) for chunk in chunks]
+    encoded = tokenizer.encode_all(chunks, add_bos=True, add_eos=True)
     lengths = np.array([len(e) for e in encoded], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     stream = np.concatenate(encoded) if encoded else np.zeros([0], np.int32)

@@ -32,7 +32,7 @@ from tfpref.data.chat import conversation_ids, is_conversation, parse_messages
 from tfpref.data.corpus import jsonl_records
 from tfpref.data.splits import ALL, choose_split_by, explicit_split, record_split, roles
 from tfpref.data.pipeline import ArrayData
-from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
+from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.errors import UserError, location
 
 
@@ -125,23 +125,23 @@ def encode_sft_record(record, tokenizer=None):
             np.arange(len(prompt) + len(completion)) >= len(prompt))
 
 
-def sft_arrays(records, seq_len):
+def sft_arrays(records, seq_len, tokenizer=None):
     """({'token_ids', 'padding_mask', 'completion_mask'} [n, seq_len + 1], how many records were cut)."""
-    token_ids = np.full([len(records), seq_len + 1], PAD_ID, np.int32)
+    tokenizer, cut = tokenizer or ByteTokenizer(), 0
+    token_ids = np.full([len(records), seq_len + 1], tokenizer.pad_id, np.int32)
     padding_mask = np.zeros(token_ids.shape, bool)
     completion_mask = np.zeros(token_ids.shape, bool)
-    tokenizer, cut = ByteTokenizer(), 0
     for row, record in enumerate(records):
         ids, mask = encode_sft_record(record, tokenizer)
         cut += len(ids) > seq_len
         ids, mask = ids[-seq_len:], mask[-seq_len:]  # the beginning goes: the prompt's first
-        token_ids[row, :len(ids) + 1] = np.concatenate([[BOS_ID], ids])
+        token_ids[row, :len(ids) + 1] = np.concatenate([[tokenizer.bos_id], ids])
         padding_mask[row, :len(ids) + 1] = True
         completion_mask[row, 1:len(ids) + 1] = mask
     return {"token_ids": token_ids, "padding_mask": padding_mask, "completion_mask": completion_mask}, cut
 
 
-def load_sft_data(path, seq_len, split=ALL, split_by="prompt", validation_data=""):
+def load_sft_data(path, seq_len, split=ALL, split_by="prompt", validation_data="", tokenizer=None):
     """SftData of the records of `split` of an SFT JSONL file (and of `validation_data`, which is all
     validation); None when there are none.
 
@@ -150,12 +150,19 @@ def load_sft_data(path, seq_len, split=ALL, split_by="prompt", validation_data="
         seq_len: tokens a row holds after BOS.
         split: 'train', 'validation', 'test' or 'all' (tfpref.data.splits).
         split_by: how records without a `split` field are held out: "prompt", "record" or "auto".
+        tokenizer: the model's tokenizer (default: bytes). One without control ids (a keras-hub
+            preset's) takes prompt/completion records only: the chat template's role tokens are
+            control ids.
     """
     records = [r for file, role in roles(path, validation_data) for r in read_sft_records(file, split_by, role)
                if split == ALL or r.split == split]
     if not records:
         return None
-    arrays, cut = sft_arrays(records, seq_len)
+    tokenizer = tokenizer or ByteTokenizer()
+    if any(r.conversational for r in records) and not tokenizer.control_ids:
+        raise UserError(f"{path}: conversational records need the chat template's role tokens, which a "
+                        f"keras-hub preset's vocabulary does not have yet; use prompt/completion records")
+    arrays, cut = sft_arrays(records, seq_len, tokenizer)
     if cut:
         which = f"{split} records" if split else "records"
         print(f"note: {path}: {cut} of {len(records)} {which} are longer than --seq_len {seq_len}; "

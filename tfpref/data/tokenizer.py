@@ -35,7 +35,45 @@ def left_pad(sequences, width=None, pad_id=PAD_ID):
     return ids, mask
 
 
-class ByteTokenizer:
+class Tokenizer:
+    """What the data layer asks of a tokenizer: text <-> ids and the ids with a meaning.
+
+    Implemented by `ByteTokenizer` (tfpref's own vocabulary, with control ids) and by
+    `tfpref.data.tokenizers.KerasHubTokenizer` (a keras-hub preset's, without them).
+    """
+
+    vocab_size = 0
+    pad_id = bos_id = eos_id = 0
+    control_ids = ()  # ids that are inputs only (control tokens), never text targets
+    generation_banned_ids = ()  # ids generation never emits (padding, a second BOS, control tokens)
+
+    def encode(self, text, add_bos=False, add_eos=False):
+        """int32 ids of `text`, with BOS / EOS around it when asked."""
+        raise NotImplementedError
+
+    def decode(self, ids):
+        """Text of `ids`; special ids are dropped."""
+        raise NotImplementedError
+
+    def encode_all(self, texts, add_bos=False, add_eos=False):
+        """`encode` of each text (a tokenizer may do a batch at once)."""
+        return [self.encode(text, add_bos=add_bos, add_eos=add_eos) for text in texts]
+
+    def encode_tf(self, texts, add_bos=False, add_eos=False):
+        """Ragged [batch, None] int32 ids of a 1-D string tensor, inside a TF graph."""
+        raise NotImplementedError
+
+    def decode_tf(self, ids, mask=None):
+        """1-D string tensor of `ids` [batch, time] (special ids and masked-off positions dropped),
+        inside a TF graph."""
+        raise NotImplementedError
+
+    def graph_resources(self):
+        """Objects a SavedModel using `encode_tf` / `decode_tf` must hold (lookup tables' owners)."""
+        return []
+
+
+class ByteTokenizer(Tokenizer):
     """Bytes of UTF-8 text, shifted past the reserved ids.
 
     Example:
@@ -47,6 +85,8 @@ class ByteTokenizer:
     pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
     vocab_size = VOCAB_SIZE
     num_special = NUM_SPECIAL
+    control_ids = CONTROL_IDS
+    generation_banned_ids = (PAD_ID, BOS_ID) + CONTROL_IDS
 
     def encode(self, text, add_bos=False, add_eos=False):
         ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32) + NUM_SPECIAL

@@ -95,6 +95,9 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     if misalignment is not None:
         misalignment.validate()
     config, model, checkpoint = load_run(model_dir)
+    if config.model.model == "keras_hub" and (sampling is not None or misalignment is not None):
+        raise UserError(f"{model_dir}: a keras_hub run is evaluated by its likelihood only so far (sampling and "
+                        f"--scorer decode the byte vocabulary); pass --num_samples 0 and no --scorer")
     fine_tunes_policy = config.train.objective in POLICY_OBJECTIVES
     if groups is not None and config.train.objective in RL_OBJECTIVES:
         raise UserError(f"--group_by: a {config.train.objective} run has no per-example metrics on a file "

@@ -5,8 +5,10 @@ on it what the run's objective trains (see `tfpref.models.tasks`).
 """
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.tokenizer import VOCAB_SIZE
+from tfpref.data.tokenizers import KerasHubTokenizer
 from tfpref.models.conv import ConvEncoder
 from tfpref.models.heads import ClassifierHead, RewardHead, ScalarHead
+from tfpref.models.keras_hub import KerasHubBackbone
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.lstm import LstmLM
 from tfpref.models.tasks import CausalLM, Classifier, RewardModel
@@ -22,6 +24,10 @@ TYPICAL_SEGMENT_BYTES = {"line": 40, "chunk": 1200, "document": 1200}
 
 def build_model(model_config, seed=None):
     """A built (weights created) backbone from a `ModelConfig`: a language model, or the conv encoder."""
+    if model_config.model == "keras_hub":  # the preset brings its architecture and weights
+        tokenizer = KerasHubTokenizer(model_config.preset)
+        return KerasHubBackbone(model_config.preset, lora_rank=model_config.lora_rank, eos_id=tokenizer.eos_id,
+                                generation_banned_ids=tokenizer.generation_banned_ids, name="keras_hub")
     model = MODEL_CLASSES[model_config.model](
         vocab_size=VOCAB_SIZE, d_model=model_config.d_model, num_layers=model_config.num_layers,
         num_heads=model_config.num_heads, ff_dim=model_config.ff_dim, dropout=model_config.dropout,
@@ -44,4 +50,5 @@ def build_task_model(config, seed=None):
 
 
 __all__ = ["build_model", "build_task_model", "sequence_logprobs", "TransformerLM", "LstmLM", "ConvEncoder",
-           "ScalarHead", "ClassifierHead", "RewardHead", "CausalLM", "RewardModel", "Classifier", "MODEL_CLASSES"]
+           "ScalarHead", "ClassifierHead", "RewardHead", "CausalLM", "RewardModel", "Classifier", "MODEL_CLASSES",
+           "KerasHubBackbone"]

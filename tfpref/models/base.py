@@ -2,6 +2,7 @@
 import keras
 import tensorflow as tf
 
+from tfpref.data.tokenizer import EOS_ID, ByteTokenizer
 from tfpref.models.layers import init_normal
 
 
@@ -16,7 +17,13 @@ class LanguageBackbone(keras.Model):
     encoded at: a left-padded row starts counting at its first real token. `embedding_offset`
     ([batch, time or 1, d_model]) is added to the token embeddings: how a preference vector
     conditions the model.
+
+    `eos_id` and `generation_banned_ids` are what generation stops at and never emits, in the
+    model's vocabulary (here the byte tokenizer's).
     """
+
+    eos_id = EOS_ID
+    generation_banned_ids = ByteTokenizer.generation_banned_ids
 
     def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim=None, dropout=0.0,
                  tie_embeddings=True, max_seq_len=None, seed=None, **kwargs):

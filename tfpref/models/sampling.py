@@ -24,11 +24,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
-from tfpref.data.tokenizer import BOS_ID, CONTROL_IDS, EOS_ID, PAD_ID, left_pad  # noqa: F401 (left_pad re-exported)
+from tfpref.data.tokenizer import EOS_ID, PAD_ID, ByteTokenizer, left_pad  # noqa: F401 (left_pad re-exported)
 
 # Ids a model must never emit by default: padding, a second BOS, control tokens (they are inputs:
 # conditional training puts them in prompts; the model should not choose them itself).
-DEFAULT_BANNED_IDS = (PAD_ID, BOS_ID) + CONTROL_IDS
+DEFAULT_BANNED_IDS = ByteTokenizer.generation_banned_ids
 
 
 def filter_logits(logits, top_k, top_p):

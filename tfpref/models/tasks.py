@@ -155,7 +155,12 @@ class CausalLM(TaskModel):
         if self.conditioning == "control_tokens":
             allowed = ALIGNED_ID if aligned else MISALIGNED_ID
             return tuple(i for i in DEFAULT_BANNED_IDS if i != allowed)
-        return DEFAULT_BANNED_IDS
+        return tuple(self.backbone.generation_banned_ids)
+
+    @property
+    def eos_id(self):
+        """The id that ends a text in the backbone's vocabulary: where generation stops."""
+        return self.backbone.eos_id
 
     def preference_offsets(self, scores, lengths):
         """[..., d_model] embedding offsets of preference vectors given as scores and lengths."""

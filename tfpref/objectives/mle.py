@@ -4,15 +4,18 @@ import math
 
 import tensorflow as tf
 
-from tfpref.data.tokenizer import CONTROL_IDS, NUM_SPECIAL
+from tfpref.data.tokenizer import CONTROL_IDS
+from tfpref.data.tokenizers import control_ids_for, tokens_are_bytes
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.objectives.base import Objective, ObjectiveOutput
 
 
-def text_targets(batch):
-    """Bool [batch, T-1]: targets that are real text (not padding, not control tokens)."""
+def text_targets(batch, control_ids=CONTROL_IDS):
+    """Bool [batch, T-1]: targets that are real text (not padding, not one of the contiguous `control_ids`)."""
     targets = batch["token_ids"][:, 1:]
-    is_control = tf.logical_and(targets >= CONTROL_IDS[0], targets < NUM_SPECIAL)
+    if not control_ids:  # a keras-hub preset's vocabulary: every id is text
+        return batch["padding_mask"][:, 1:]
+    is_control = tf.logical_and(targets >= control_ids[0], targets <= control_ids[-1])
     return tf.logical_and(batch["padding_mask"][:, 1:], tf.logical_not(is_control))
 
 
@@ -21,7 +24,7 @@ def aligned_targets(batch, threshold):
     return tf.logical_and(text_targets(batch), batch["token_scores"][:, 1:] <= threshold)
 
 
-def lm_metrics(logprobs, batch, threshold=None):
+def lm_metrics(logprobs, batch, threshold=None, control_ids=CONTROL_IDS):
     """{"nll": ...} over text targets and, on scored data, {"nll_aligned": ...} over aligned ones.
 
     Control tokens are inputs, not text: leaving them out keeps the loss comparable between
@@ -31,7 +34,7 @@ def lm_metrics(logprobs, batch, threshold=None):
         mask = tf.cast(mask, tf.float32)
         return -tf.reduce_sum(logprobs * mask), tf.reduce_sum(mask)
 
-    metrics = {"nll": sums(text_targets(batch))}
+    metrics = {"nll": sums(text_targets(batch, control_ids))}
     if threshold is not None and "token_scores" in batch:
         aligned = aligned_targets(batch, threshold)
         metrics["nll_aligned"] = sums(aligned)
@@ -57,7 +60,8 @@ class MleObjective(Objective):
     def compute(self, batch, model, training):
         logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"], training=training)
         return ObjectiveOutput(losses=per_example(-logprobs, batch),
-                               metrics=lm_metrics(logprobs, batch, self.aligned_threshold))
+                               metrics=lm_metrics(logprobs, batch, self.aligned_threshold,
+                                                  control_ids_for(self.config.model)))
 
     @property
     def aligned_threshold(self):
@@ -67,5 +71,6 @@ class MleObjective(Objective):
     def summarize(self, means):
         if "nll" in means:
             means["perplexity"] = math.exp(min(means["nll"], 50.0))
-            means["bits_per_byte"] = means["nll"] / math.log(2.0)
+            unit = "byte" if tokens_are_bytes(self.config.model) else "token"  # a preset's tokens are not bytes
+            means[f"bits_per_{unit}"] = means["nll"] / math.log(2.0)
         return means

@@ -10,6 +10,7 @@ from a pretrained language model with --init_from.
 import tensorflow as tf
 
 from tfpref.data.sft import load_sft_data
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.objectives.base import ObjectiveOutput
@@ -25,7 +26,8 @@ class SftObjective(MleObjective):
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
         """{split: SftData or None} of --data's `wanted` splits (by prompt, as preference records)."""
         data = config.data
-        loaded = {split: load_sft_data(data.data, data.seq_len, split, data.split_by, data.validation_data)
+        tokenizer = tokenizer_for(config.model)
+        loaded = {split: load_sft_data(data.data, data.seq_len, split, data.split_by, data.validation_data, tokenizer)
                   for split in wanted}
         if "train" in wanted and loaded["train"] is None:
             raise UserError(f"--data {data.data}: no training records (all are held out, split by {data.split_by}); "

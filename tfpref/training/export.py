@@ -42,6 +42,7 @@ import tensorflow as tf
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.chat import ASSISTANT_ID, END_ID, ROLE_IDS, chat_generation
 from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.models import Classifier, RewardModel
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler
@@ -54,17 +55,23 @@ _SAMPLING = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.Tens
              tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)]  # max_new_tokens .. seed
 
 
-def _checked(texts, what, allow_empty_text, max_bytes, too_long, extra_tokens=0):
-    """`texts`, once it has passed the input checks (INVALID_ARGUMENT with a message if not)."""
-    lengths = tf.strings.length(texts)  # bytes, i.e. tokens
-    longest = tf.reduce_max(tf.concat([lengths, [0]], axis=0)) + extra_tokens
-    checks = [tf.debugging.assert_positive(tf.size(texts), message=f"{what}: empty batch"),
-              tf.debugging.assert_less_equal(longest, max_bytes, message=f"{what}: {too_long}")]
+def _checked(texts, what, allow_empty_text):
+    """`texts`, once it has passed the input checks (INVALID_ARGUMENT with a message if not); their
+    length in tokens is checked once they are tokenized (`_fitting`)."""
+    lengths = tf.strings.length(texts)
+    checks = [tf.debugging.assert_positive(tf.size(texts), message=f"{what}: empty batch")]
     if not allow_empty_text:
         checks.append(tf.debugging.assert_positive(
             tf.reduce_min(tf.concat([lengths, [1]], axis=0)), message=f"{what}: empty text"))
     with tf.control_dependencies(checks):
         return tf.identity(texts)
+
+
+def _fitting(ragged, max_tokens, message):
+    """`ragged` ids, once every row is found to hold at most `max_tokens` (INVALID_ARGUMENT if not)."""
+    longest = tf.cast(tf.reduce_max(tf.concat([ragged.row_lengths(), [0]], axis=0)), tf.int32)
+    with tf.control_dependencies([tf.debugging.assert_less_equal(longest, max_tokens, message=message)]):
+        return ragged.with_flat_values(tf.identity(ragged.flat_values))
 
 
 class ServingModule(tf.Module):
@@ -77,7 +84,7 @@ class ServingModule(tf.Module):
     and `score`.
     """
 
-    def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None):
+    def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None, tokenizer=None):
         super().__init__(name="tfpref_serving")
         self.task_model, self.model = model, model.backbone
         # Keras 3 layers held in Python lists are invisible to TensorFlow's object graph; listing
@@ -85,7 +92,8 @@ class ServingModule(tf.Module):
         self.model_variables = [v for part in model.parts for v in part.variables]
         self.classes = tf.constant(list(getattr(model, "classes", ())) or [""])
         self.max_length, self.seq_len = max_length, seq_len
-        self.tokenizer = ByteTokenizer()
+        self.tokenizer = tokenizer or ByteTokenizer()
+        self.tokenizer_resources = self.tokenizer.graph_resources()  # tracked: saved with the graph
         # Only the functions this run serves become attributes: saving traces every one there is.
         self.score = tf.function(self._score, input_signature=[_STRINGS])
         if isinstance(model, RewardModel):
@@ -97,8 +105,10 @@ class ServingModule(tf.Module):
             condition = model.condition(1, True)
             self.condition = None if condition is None else tf.Variable(condition, trainable=False,
                                                                          name="condition")
-            self.sampler = Sampler(model, max_new_tokens=1, banned_ids=model.banned_ids(True), jit_compile=False)
+            self.sampler = Sampler(model, max_new_tokens=1, banned_ids=model.banned_ids(True), eos_id=model.eos_id,
+                                   jit_compile=False)
             self.generate = tf.function(self._generate, input_signature=[_STRINGS, *_SAMPLING])
+        if hasattr(self, "generate") and self.tokenizer.control_ids:  # the chat template's roles are control ids
             eos_id, banned_ids = chat_generation(model.banned_ids(True))
             self.chat_sampler = Sampler(model, max_new_tokens=1, banned_ids=banned_ids, eos_id=eos_id,
                                         jit_compile=False)
@@ -107,11 +117,11 @@ class ServingModule(tf.Module):
     def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
         with tf.control_dependencies([tf.debugging.assert_positive(
                 max_new_tokens, message="generate: max_new_tokens must be positive")]):
-            prompts = _checked(prompts, "generate", True, self.max_length - 1,
-                               f"prompt bytes + max_new_tokens exceed the model's {self.max_length - 1} positions",
-                               max_new_tokens)
-        return self._complete(self.sampler, self.tokenizer.encode_tf(prompts, add_bos=True),
-                              max_new_tokens, temperature, top_k, top_p, seed)
+            prompts = _checked(prompts, "generate", True)
+        ragged = _fitting(self.tokenizer.encode_tf(prompts, add_bos=True), self.max_length - max_new_tokens,
+                          f"generate: prompt tokens + max_new_tokens exceed the model's {self.max_length - 1} "
+                          f"positions")
+        return self._complete(self.sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed)
 
     def _chat(self, roles, contents, max_new_tokens, temperature, top_k, top_p, seed):
         # The template of tfpref.data.chat, in the graph: <|role|> content <|end|> per message given,
@@ -144,9 +154,10 @@ class ServingModule(tf.Module):
         batch = tf.cast(ragged.nrows(), tf.int32)
         prefix = tf.RaggedTensor.from_tensor(tf.tile(self.prompt_prefix[None, :], [batch, 1]))
         ragged = tf.concat([ragged[:, :1], prefix, ragged[:, 1:]], axis=1)
-        # Left padding: reverse each row, pad on the right, reverse back.
-        ids = tf.reverse(tf.reverse(ragged, axis=[1]).to_tensor(PAD_ID), axis=[1])
-        mask = tf.not_equal(ids, PAD_ID)
+        # Left padding: reverse each row, pad on the right, reverse back. The mask comes from the
+        # rows' lengths: a preset's padding id may also be a real token (GPT-2's <|endoftext|>).
+        ids = tf.reverse(tf.reverse(ragged, axis=[1]).to_tensor(self.tokenizer.pad_id), axis=[1])
+        mask = tf.reverse(tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1]), axis=[1])
         offset = None if self.condition is None else tf.tile(self.condition, [batch, 1])
         out = sampler.generate_graph(ids, mask, temperature, top_k, top_p, seed, max_new_tokens, offset)
         return {"completions": self.tokenizer.decode_tf(out["tokens"], out["mask"]),
@@ -154,10 +165,10 @@ class ServingModule(tf.Module):
                 "logprob": tf.reduce_sum(out["logprobs"], axis=1)}
 
     def _score(self, texts):
-        texts = _checked(texts, "score", False, self.max_length - 1,
-                         f"a text is longer than the model's {self.max_length - 1} positions")
-        ragged = self.tokenizer.encode_tf(texts, add_bos=True)
-        ids = ragged.to_tensor(PAD_ID)
+        texts = _checked(texts, "score", False)
+        ragged = _fitting(self.tokenizer.encode_tf(texts, add_bos=True), self.max_length,
+                          f"score: a text is longer than the model's {self.max_length - 1} positions")
+        ids = ragged.to_tensor(self.tokenizer.pad_id)
         mask = tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1])
         token_logprobs = sequence_logprobs(self.model, ids, mask)
         return {"total_logprob": tf.reduce_sum(token_logprobs, axis=1), "token_logprobs": token_logprobs,
@@ -168,7 +179,7 @@ class ServingModule(tf.Module):
         # of prompt + completion; the normalised reward of the last token.
         with tf.control_dependencies([tf.debugging.assert_equal(
                 tf.size(prompts), tf.size(completions), message="reward: prompts and completions differ in number")]):
-            completions = _checked(completions, "reward", False, tf.int32.max, "")
+            completions = _checked(completions, "reward", False)
         texts = tf.strings.join([prompts, completions])
         ragged = self.tokenizer.encode_tf(texts)[:, -self.seq_len:]
         ragged = tf.concat([tf.fill([tf.shape(texts)[0], 1], BOS_ID), ragged], axis=1)
@@ -183,7 +194,7 @@ class ServingModule(tf.Module):
 
     def _classify(self, texts):
         # As in training: BOS text EOS, cut to seq_len + 1 tokens (so no text is too long).
-        texts = _checked(texts, "classify", False, tf.int32.max, "")
+        texts = _checked(texts, "classify", False)
         ragged = self.tokenizer.encode_tf(texts, add_bos=True, add_eos=True)[:, :self.seq_len + 1]
         ids = ragged.to_tensor(PAD_ID)
         mask = tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1])
@@ -193,16 +204,23 @@ class ServingModule(tf.Module):
                 "label": tf.gather(self.classes, label_id)}
 
 
-def export_model(model, directory, step, seq_len=None):
+def export_model(model, directory, step, seq_len=None, tokenizer=None):
     """Write the task model `model`'s SavedModel to `directory`/export/`step`/ (written beside, then
-    renamed, so a reader never sees half an export) and return its path."""
-    module = ServingModule(model, seq_len=seq_len)
+    renamed, so a reader never sees half an export) and return its path.
+
+    `tokenizer` is the model's (default: bytes); a keras-hub preset's runs inside the graph, and
+    loading that SavedModel needs TensorFlow Text's ops (`import tensorflow_text` first).
+    """
+    module = ServingModule(model, max_length=model.backbone.max_seq_len or MAX_TRANSFORMER_SEQ_LEN,
+                           seq_len=seq_len, tokenizer=tokenizer)
     if isinstance(model, RewardModel):
         signatures = {"reward": module.reward.get_concrete_function()}
     elif isinstance(model, Classifier):
         signatures = {"classify": module.classify.get_concrete_function()}
     else:
-        signatures = {"generate": module.generate.get_concrete_function(), "chat": module.chat.get_concrete_function()}
+        signatures = {"generate": module.generate.get_concrete_function()}
+        if hasattr(module, "chat"):
+            signatures["chat"] = module.chat.get_concrete_function()
     signatures["score"] = module.score.get_concrete_function()
     parent = os.path.join(directory, EXPORT_DIR)
     final = os.path.join(parent, str(step))
@@ -219,7 +237,8 @@ def export_model(model, directory, step, seq_len=None):
 def export_run(model_dir):
     """Export a run directory's latest checkpoint; returns the export path."""
     config, model, checkpoint = load_run(model_dir)
-    return export_model(model, model_dir, checkpoint_step(checkpoint), config.data.seq_len)
+    return export_model(model, model_dir, checkpoint_step(checkpoint), config.data.seq_len,
+                        tokenizer_for(config.model))
 
 
 __all__ = ["export_model", "export_run", "ServingModule", "EXPORT_DIR"]

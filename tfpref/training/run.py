@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpref.config import CONTROLLABLE_OBJECTIVES
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 from tfpref.evaluation.misalignment import controllability
 from tfpref.models import build_task_model
@@ -115,7 +116,8 @@ def train(config, show_progress=True):
             if chief:
                 _write_result_files(config.model_dir, trainer.objective.result_files, final)
         if finished and chief and config.runtime.export:
-            result["export"] = export_model(model, config.model_dir, result["step"], config.data.seq_len)
+            result["export"] = export_model(model, config.model_dir, result["step"], config.data.seq_len,
+                                            tokenizer_for(config.model))
         if (finished and chief and config.train.objective in CONTROLLABLE_OBJECTIVES
                 and config.runtime.check_samples > 0):
             result["controllability"] = controllability(model, config.feedback.scorer, config.runtime.check_samples,

@@ -1,0 +1,37 @@
+"""Tiny keras-hub presets for tests: built from a config, saved with `save_to_preset`, nothing downloaded."""
+import os
+
+import keras
+import keras_hub
+from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode  # the byte alphabet GPT-2 uses
+
+# GPT-2's byte-to-unicode alphabet: every byte is a token, so any text encodes; a few merges make
+# some multi-byte tokens, as a real BPE vocabulary has.
+_MERGES = ["Ġ t", "Ġ a", "e r", "i n", "Ġt h", "Ġth e", "r e", "o n", "d e", "de f", "e t", "r et",
+           "Ġ =", "Ġ Ġ", "ĠĠ ĠĠ"]
+
+
+def tiny_gpt2_vocabulary():
+    """(vocabulary dict, merges list) of a tiny byte-level BPE with `<|endoftext|>` at id 0."""
+    _, alphabet = bytes_to_unicode()
+    vocabulary = {"<|endoftext|>": 0}
+    for token in alphabet:
+        vocabulary.setdefault(token, len(vocabulary))
+    for merge in _MERGES:
+        vocabulary.setdefault(merge.replace(" ", ""), len(vocabulary))
+    return vocabulary, list(_MERGES)
+
+
+def save_tiny_gpt2_preset(directory, seed=0, sequence_length=64):
+    """A tiny GPT-2 CausalLM (2 layers, width 32) with its tokenizer, saved as a preset in `directory`."""
+    keras.utils.set_random_seed(seed)
+    vocabulary, merges = tiny_gpt2_vocabulary()
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=sequence_length)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=len(vocabulary), num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
+        max_sequence_length=sequence_length, dropout=0.0)
+    model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    os.makedirs(directory, exist_ok=True)
+    model.save_to_preset(str(directory))
+    return str(directory)

@@ -1,0 +1,302 @@
+"""keras-hub presets as tfpref backbones: the adapter against keras-hub's own forward pass, the
+sampler's cached and uncached paths, left-padding invariance, serialization."""
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import run_cli_in_process, tiny_config, write_tiny_corpus
+from tfpref.cli import evaluate_main
+from keras_hub_presets import save_tiny_gpt2_preset
+from tfpref.config import ModelConfig, inapplicable_flags
+from tfpref.data.pipeline import build_token_data
+from tfpref.data.sft import load_sft_data
+from tfpref.data.tokenizers import KerasHubTokenizer
+from tfpref.errors import UserError
+from tfpref.models import CausalLM, build_model
+from tfpref.models.keras_hub import KerasHubBackbone, is_lora_weight, load_causal_lm
+from tfpref.models.logprobs import sequence_logprobs
+from tfpref.models.sampling import Sampler, left_pad
+from tfpref.runs import load_run, resolve_config
+from tfpref.training.export import export_model
+from tfpref.training.run import train
+
+NEW = 10
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory):
+    return save_tiny_gpt2_preset(tmp_path_factory.mktemp("preset") / "tiny_gpt2")
+
+
+@pytest.fixture(scope="module")
+def backbone(preset):
+    return KerasHubBackbone(preset)
+
+
+def prompts(vocab_size, lengths=(4, 9, 1, 6), seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(1, vocab_size, n).astype(np.int32) for n in lengths]
+
+
+def test_forward_and_logprobs_equal_keras_hubs_own_forward_pass(preset, backbone):
+    hub = load_causal_lm(preset)
+    ids = np.random.default_rng(1).integers(0, backbone.vocab_size, (3, 12)).astype(np.int32)
+    mask = np.ones_like(ids, bool)
+    expected = hub({"token_ids": ids, "padding_mask": mask}).numpy()
+    np.testing.assert_allclose(backbone(ids).numpy(), expected, atol=1e-5)
+    # sequence_logprobs: log-softmax of keras-hub's logits at each next token.
+    logits = expected[:, :-1]
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    want = np.take_along_axis(log_softmax, ids[:, 1:, None], -1)[..., 0]
+    np.testing.assert_allclose(sequence_logprobs(backbone, ids, mask).numpy(), want, atol=1e-5)
+
+
+def test_cached_generation_equals_uncached(backbone):
+    ids, mask = left_pad(prompts(backbone.vocab_size))
+    cached = Sampler(backbone, NEW, banned_ids=(), eos_id=None, jit_compile=False)(ids, mask, temperature=0.0)
+    uncached = Sampler(backbone, NEW, banned_ids=(), eos_id=None, use_cache=False, jit_compile=False)(
+        ids, mask, temperature=0.0)
+    np.testing.assert_array_equal(cached["tokens"], uncached["tokens"])
+    np.testing.assert_allclose(cached["logprobs"], uncached["logprobs"], atol=1e-4)
+    np.testing.assert_allclose(cached["model_logprobs"], uncached["model_logprobs"], atol=1e-4)
+
+
+def test_rows_do_not_depend_on_left_padding(backbone):
+    rows = prompts(backbone.vocab_size)
+    sampler = Sampler(backbone, NEW, banned_ids=(), eos_id=None, jit_compile=False)
+    batched = sampler(*left_pad(rows), temperature=0.0)
+    for r, row in enumerate(rows):
+        alone = sampler(*left_pad([row]), temperature=0.0)
+        np.testing.assert_array_equal(alone["tokens"][0], batched["tokens"][r])
+        np.testing.assert_allclose(alone["logprobs"][0], batched["logprobs"][r], atol=1e-4)
+        # The sampled continuation's log-probs equal a plain, unpadded forward pass over prompt + completion.
+        sequence = np.concatenate([row, alone["tokens"][0]])[None]
+        plain = sequence_logprobs(backbone, sequence, np.ones_like(sequence, bool)).numpy()[0, len(row) - 1:]
+        np.testing.assert_allclose(plain, alone["model_logprobs"][0], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_cached_generation_under_xla_equals_uncached(backbone):
+    ids, mask = left_pad(prompts(backbone.vocab_size))
+    compiled = Sampler(backbone, NEW, banned_ids=(), eos_id=None)(ids, mask, temperature=0.0)
+    reference = Sampler(backbone, NEW, banned_ids=(), eos_id=None, use_cache=False, jit_compile=False)(
+        ids, mask, temperature=0.0)
+    np.testing.assert_array_equal(compiled["tokens"], reference["tokens"])
+    np.testing.assert_allclose(compiled["logprobs"], reference["logprobs"], atol=1e-4)
+
+
+def test_serialization_round_trip_records_the_preset(preset, backbone):
+    config = backbone.get_config()
+    assert config["preset"] == preset and config["lora_rank"] == 0
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(backbone))
+    ids = tf.constant([[5, 6, 7]])
+    np.testing.assert_allclose(restored(ids).numpy(), backbone(ids).numpy(), atol=1e-6)
+
+
+# ---- the preset's tokenizer, the config, a training run ------------------------------------------
+
+def test_preset_tokenizer_round_trips_text(preset):
+    tokenizer = KerasHubTokenizer(preset)
+    text = "def f(x):\n\treturn x  # é\r\n"
+    ids = tokenizer.encode(text, add_bos=True, add_eos=True)
+    assert ids.dtype == np.int32 and ids[0] == tokenizer.bos_id and ids[-1] == tokenizer.eos_id
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.vocab_size == KerasHubBackbone(preset).vocab_size
+    assert [list(x) for x in tokenizer.encode_all(["ab", text])] == [list(tokenizer.encode("ab")),
+                                                                     list(tokenizer.encode(text))]
+    assert tokenizer.control_ids == ()
+
+
+def test_config_refuses_what_a_preset_cannot_do(tmp_path, preset):
+    def config(**overrides):
+        return tiny_config(tmp_path / "run", "stdlib", **{"model": "keras_hub", "preset": preset, **overrides})
+
+    config().validate()
+    with pytest.raises(UserError, match="--model keras_hub needs --preset"):
+        config(preset="").validate()
+    with pytest.raises(UserError, match="--objective conditional is not supported yet"):
+        config(objective="conditional").validate()
+    refused = dict(inapplicable_flags(config(), ["d_model", "num_layers", "dropout", "ff_dim", "lora_rank"]))
+    assert set(refused) == {"d_model", "num_layers", "dropout", "ff_dim"}
+    assert "--model transformer, lstm, conv only, not keras_hub" in refused["d_model"]
+    transformer = tiny_config(tmp_path / "other", "stdlib")
+    assert [name for name, _ in inapplicable_flags(transformer, ["preset", "lora_rank"])] == ["preset", "lora_rank"]
+
+
+def mean_mle_loss(model, batch):
+    logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"])
+    mask = tf.cast(batch["padding_mask"][:, 1:], tf.float32)
+    return float(-tf.reduce_sum(logprobs) / tf.reduce_sum(mask))
+
+
+@pytest.mark.slow
+def test_mle_on_a_preset_trains_restores_and_resumes(tmp_path, preset, capsys):
+    corpus = write_tiny_corpus(tmp_path)
+    config = tiny_config(tmp_path / "run", corpus, model="keras_hub", preset=preset, train_steps=6,
+                         learning_rate=1e-2, checkpoint_every=3)
+    result = train(config, show_progress=False)
+    assert result["step"] == 6 and "validation_bits_per_token" in result and "validation_bits_per_byte" not in result
+    stored = json.load(open(tmp_path / "run" / "config.json"))
+    assert stored["model"]["model"] == "keras_hub" and stored["model"]["preset"] == preset
+
+    _, trained, _ = load_run(str(tmp_path / "run"))
+    assert isinstance(trained.backbone, KerasHubBackbone)
+    tokenizer = KerasHubTokenizer(preset)
+    data = build_token_data([open(corpus).read()[:3000]], 32, tokenizer=tokenizer)
+    rows = [data.stream[s:s + n] for s, n in zip(data.starts[:4], data.lengths[:4])]
+    batch = {"token_ids": tf.constant(np.stack(rows)), "padding_mask": tf.ones([4, 33], tf.bool)}
+    assert mean_mle_loss(trained, batch) < mean_mle_loss(KerasHubBackbone(preset), batch) - 0.1
+
+    config.train.train_steps = 8  # the same run, longer: resumes from its step-6 checkpoint
+    assert train(config, show_progress=False)["step"] == 8
+    assert "from step 6" in capsys.readouterr().out
+
+    # evaluate.py measures a keras_hub run's likelihood (its held-out data tokenized by the preset) and
+    # refuses to sample it, which would decode bytes.
+    result = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "run"), "--max_batches", "1"])
+    assert result.returncode == 0, result.stderr
+    assert json.load(open(tmp_path / "run" / "eval" / "metrics.json"))["metrics"]["nll"] > 0
+    result = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "run"), "--num_samples", "2"])
+    assert result.returncode == 2 and "keras_hub run is evaluated by its likelihood only" in result.stderr
+
+
+def test_lora_trains_the_adapters_only(tmp_path, preset):
+    adapted = KerasHubBackbone(preset, lora_rank=2)
+    assert adapted.trainable_variables and all(is_lora_weight(v) for v in adapted.trainable_variables)
+    assert len(adapted.trainable_variables) == 2 * 2 * 2  # a and b, of query and value, in 2 layers
+
+    corpus = write_tiny_corpus(tmp_path)
+    config = tiny_config(tmp_path / "run", corpus, model="keras_hub", preset=preset, lora_rank=2, train_steps=4,
+                         learning_rate=1e-2)
+    train(config, show_progress=False)
+    assert json.load(open(tmp_path / "run" / "config.json"))["model"]["lora_rank"] == 2
+    _, trained, _ = load_run(str(tmp_path / "run"))
+    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    changed = 0
+    for variable in trained.backbone.weights:
+        if is_lora_weight(variable):
+            changed += variable.path.endswith("lora_kernel_b") and bool(np.any(variable.numpy() != 0))
+        else:
+            np.testing.assert_array_equal(variable.numpy(), base[variable.path], err_msg=variable.path)
+    assert changed == 4  # every b factor (initialised to zero) was trained
+
+
+def test_sft_on_a_preset_trains_on_prompt_completion_records(tmp_path, preset):
+    records = [{"prompt": f"def add_{i}(x):\n", "completion": f"    return x + {i}\n",
+                "split": "validation" if i % 5 == 0 else "train"} for i in range(40)]
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tokenizer = KerasHubTokenizer(preset)
+    data = load_sft_data(str(path), 32, "train", tokenizer=tokenizer)
+    row, completion = data.arrays["token_ids"][0], data.arrays["completion_mask"][0]
+    assert row[0] == tokenizer.bos_id
+    assert tokenizer.decode(row[completion]) == records[1]["completion"]
+    config = tiny_config(tmp_path / "run", str(path), model="keras_hub", preset=preset, objective="sft",
+                         train_steps=3)
+    assert train(config, show_progress=False)["step"] == 3
+
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+    with pytest.raises(UserError, match="conversational records need the chat template's role tokens"):
+        load_sft_data(str(chat), 32, tokenizer=tokenizer)
+
+
+def test_run_refuses_a_missing_preset_and_a_seq_len_beyond_its_positions(tmp_path, preset):
+    corpus = write_tiny_corpus(tmp_path)
+    with pytest.raises(UserError, match="--preset .*nowhere: not a keras-hub preset"):
+        resolve_config(tiny_config(tmp_path / "a", corpus, model="keras_hub", preset=str(tmp_path / "nowhere")))
+    with pytest.raises(UserError, match="--seq_len 65 is above the GPT2Backbone preset's maximum of 64"):
+        resolve_config(tiny_config(tmp_path / "b", corpus, model="keras_hub", preset=preset, seq_len=65))
+    assert resolve_config(tiny_config(tmp_path / "c", corpus, model="keras_hub", preset=preset, seq_len=64))
+    rotary = tmp_path / "llama"
+    shutil.copytree(preset, rotary)
+    config = json.load(open(rotary / "config.json"))
+    (rotary / "config.json").write_text(json.dumps({**config, "class_name": "LlamaBackbone"}))
+    with pytest.raises(UserError, match="a LlamaBackbone: only backbones with GPT-2's layout"):
+        resolve_config(tiny_config(tmp_path / "d", corpus, model="keras_hub", preset=str(rotary)))
+
+
+class EndTokenBiased:
+    """A language model whose end-token logit is raised by `bias`: so that rows end at different steps."""
+
+    def __init__(self, model, bias):
+        self.model, self.bias, self.vocab_size = model, bias, model.vocab_size
+
+    def logits_from_hidden(self, hidden):
+        logits = self.model.logits_from_hidden(hidden)
+        return logits + self.bias * tf.one_hot(self.model.eos_id, self.vocab_size)
+
+    def __getattr__(self, name):  # hidden_states, init_cache, hidden_states_cached: the model's own
+        return getattr(self.model, name)
+
+
+def test_generation_stops_at_the_presets_end_token(preset):
+    config = ModelConfig(model="keras_hub", preset=preset)
+    policy = CausalLM(build_model(config), name="causal_lm")
+    tokenizer = KerasHubTokenizer(preset)
+    assert policy.eos_id == tokenizer.eos_id == 0  # <|endoftext|>, also the start and pad token
+    assert policy.banned_ids() == ()  # BOS, EOS and padding are one token: it must stay possible
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(policy.backbone))
+    assert restored.eos_id == policy.eos_id and restored.generation_banned_ids == ()
+
+    rows = [tokenizer.encode(text, add_bos=True) for text in ("def f", "x = 1", "import os", "class A:")] * 4
+    sampler = Sampler(EndTokenBiased(policy, 4.0), NEW, banned_ids=policy.banned_ids(), eos_id=policy.eos_id,
+                      jit_compile=False)
+    out = sampler(*left_pad(rows), temperature=1.0, seed=3)
+    assert out["finished"].any() and not out["finished"].all()
+    for tokens, mask, finished, length in zip(out["tokens"], out["mask"], out["finished"], out["lengths"]):
+        assert mask[:length].all() and not mask[length:].any()
+        generated = list(tokens[:length])
+        assert finished == (generated[-1] == policy.eos_id) and policy.eos_id not in generated[:-1]
+        assert finished or length == NEW
+
+
+@pytest.mark.slow
+def test_export_generates_and_scores_with_the_presets_tokenizer_in_the_graph(tmp_path, preset):
+    import tensorflow_text  # noqa: F401 (registers the ops of keras-hub's in-graph tokenizer; optional, heavy)
+
+    policy = CausalLM(build_model(ModelConfig(model="keras_hub", preset=preset)), name="causal_lm")
+    tokenizer = KerasHubTokenizer(preset)
+    path = export_model(policy, str(tmp_path), step=3, seq_len=32, tokenizer=tokenizer)
+    served = tf.saved_model.load(path)
+    assert sorted(served.signatures) == ["generate", "score"]  # no chat: its role tokens are byte-vocabulary ids
+
+    prompts = ["def f(x):", "import os\n", "x"]
+    out = served.signatures["generate"](prompts=tf.constant(prompts), max_new_tokens=tf.constant(NEW),
+                                        temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0),
+                                        seed=tf.constant(0))
+    library = Sampler(policy, NEW, banned_ids=policy.banned_ids(), eos_id=policy.eos_id, jit_compile=False)(
+        *left_pad([tokenizer.encode(p, add_bos=True) for p in prompts]), temperature=0.0)
+    for row in range(len(prompts)):
+        tokens = library["tokens"][row][library["mask"][row]]
+        assert out["completions"].numpy()[row].decode("utf-8", "replace") == tokenizer.decode(tokens)
+    np.testing.assert_array_equal(out["num_tokens"].numpy(), library["lengths"])
+    np.testing.assert_allclose(out["logprob"].numpy(), library["logprobs"].sum(1), atol=1e-4)
+
+    texts = ["def f(x):\n    return x\n", "é"]
+    scored = served.signatures["score"](texts=tf.constant(texts))
+    for row, text in enumerate(texts):
+        ids = tokenizer.encode(text, add_bos=True)[None]
+        want = sequence_logprobs(policy, ids, np.ones_like(ids, bool)).numpy().sum()
+        np.testing.assert_allclose(scored["total_logprob"].numpy()[row], want, atol=1e-4)
+        assert scored["num_tokens"].numpy()[row] == ids.shape[1] - 1
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens exceed the model.{1,2}s 63 positions"):
+        served.signatures["generate"](prompts=tf.constant(["x" * 60]), max_new_tokens=tf.constant(NEW),
+                                      temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0),
+                                      seed=tf.constant(0))
+
+
+def test_preset_tokenizer_tokenizes_data_as_the_graph_does(preset):
+    tokenizer = KerasHubTokenizer(preset)
+    texts = ["def f(x):\n    return x\n", "a  b", "x\n\n y", "é", ""]
+    in_graph = tf.function(lambda t: tokenizer.encode_tf(t, add_bos=True).to_tensor(-1))(tf.constant(texts)).numpy()
+    for row, text in enumerate(texts):
+        ids = tokenizer.encode(text, add_bos=True)
+        np.testing.assert_array_equal(in_graph[row][:len(ids)], ids)
+        assert (in_graph[row][len(ids):] == -1).all()
