@@ -20,7 +20,6 @@ import numpy as np
 from tfpref.config import DEFAULT_REWARD_LOSS, RL_OBJECTIVES, REWARD_LOSS_KINDS
 from tfpref.data.corpus import jsonl_records
 from tfpref.data.loading import load_preference_data, preference_kind
-from tfpref.data.prompts import policy_prompts
 from tfpref.data.scored import load_scored_token_data
 from tfpref.data.splits import ALL
 from tfpref.errors import UserError
@@ -80,12 +79,6 @@ def load_file_data(config, scorer=None):
         return {}
     loaded = load_eval_data(config, (ALL,), scorer, show_progress=False)
     return {name: data for name, data in loaded.items() if data is not None and data.num_examples > 0}
-
-
-def file_prompts(config, max_chars):
-    """Every distinct prompt of the file `config.data.data`, in a stable order (policy evaluation)."""
-    data = config.data
-    return policy_prompts(data.data, ALL, max_chars, data.text_field, data.max_chunk_chars)
 
 
 def rated_items(config, names):
