@@ -14,7 +14,7 @@ from tfpref.errors import UserError
 # conv: a bidirectional encoder, for reward models only; keras_hub: a keras-hub preset (--preset)
 MODELS = ("transformer", "lstm", "conv", "keras_hub")
 # What a keras-hub preset can train so far: the objectives whose data reads the preset's tokenizer.
-KERAS_HUB_OBJECTIVES = ("mle", "sft")
+KERAS_HUB_OBJECTIVES = ("mle", "sft", "reward_model", "dpo")
 GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers (--segment)
 
 # Every --objective, grouped by what it trains on. The objective classes register under these
@@ -259,6 +259,8 @@ class RunConfig:
         if objective not in KERAS_HUB_OBJECTIVES:
             raise UserError(f"--model keras_hub: --objective {objective} is not supported yet (its data and "
                             f"generation use the byte tokenizer); supported: {', '.join(KERAS_HUB_OBJECTIVES)}")
+        if self.align.code_structure:
+            raise UserError("--model keras_hub: --code_structure reads bytes (indents, brackets), not preset tokens")
 
     def _check_objective(self):
         """What an objective needs from the rest of the config."""
