@@ -328,9 +328,12 @@ def test_preference_rows_read_the_presets_tokenizer_and_refuse_conversations(tmp
 
 @pytest.mark.slow
 def test_a_preset_reward_model_with_lora_learns_pairs_and_serves_them(tmp_path, preset):
+    import tensorflow_text  # noqa: F401 (registers the ops of keras-hub's in-graph tokenizer; optional, heavy)
+
     pairs = write_yes_no_pairs(tmp_path / "pairs.jsonl")
     config = tiny_config(tmp_path / "rm", pairs, model="keras_hub", preset=preset, lora_rank=2,
                          objective="reward_model", train_steps=30, learning_rate=1e-2)
+    config.runtime.export = True
     result = train(config, show_progress=False)
     assert result["validation_accuracy"] >= 0.9, result
     reward = RewardModelReward(str(tmp_path / "rm"))
@@ -338,6 +341,11 @@ def test_a_preset_reward_model_with_lora_learns_pairs_and_serves_them(tmp_path, 
     prompts = ["item 44: ", "item 60: "]  # as the held-out records
     chosen, rejected = reward(prompts, ["x44 yes", "x60 yes"]), reward(prompts, ["x44 no", "x60 no"])
     assert np.all(chosen > rejected), (chosen, rejected)
+    # The export's `reward` signature tokenizes with the preset's tokenizer in the graph, cut as in training.
+    prompts, completions = ["item 44: ", "", "item 3: " * 20], ["x44 no", "x1  yes", "a  b\n\n yes"]
+    served = tf.saved_model.load(result["export"]).signatures["reward"](
+        prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
+    np.testing.assert_allclose(served, reward(prompts, completions), rtol=1e-4, atol=1e-4)
     base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
     for variable in reward.model.backbone.weights:
         if not is_lora_weight(variable):
