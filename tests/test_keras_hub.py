@@ -381,3 +381,30 @@ def test_dpo_with_lora_on_a_preset_learns_pairs_and_keeps_the_base_weights(tmp_p
     ipo = tiny_config(tmp_path / "ipo", pairs, objective="dpo", init_from=str(tmp_path / "sft"), train_steps=2,
                       ipo=True)
     assert np.isfinite(train(ipo, show_progress=False)["loss"])
+
+
+@pytest.mark.slow
+def test_a_reward_model_puts_new_adapters_on_a_preset_fine_tuned_in_full(tmp_path, preset):
+    records = [{"prompt": f"item {i}: ", "completion": f"x{i} maybe"} for i in range(16)]
+    sft_data = tmp_path / "sft.jsonl"
+    sft_data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    train(tiny_config(tmp_path / "sft", str(sft_data), model="keras_hub", preset=preset, objective="sft",
+                      train_steps=2, learning_rate=1e-2), show_progress=False)
+    pairs = write_yes_no_pairs(tmp_path / "pairs.jsonl")
+    config = tiny_config(tmp_path / "rm", pairs, objective="reward_model", init_from=str(tmp_path / "sft"),
+                         lora_rank=2, train_steps=3)
+    assert inapplicable_flags(config, ["lora_rank", "preset"]) == [
+        ("preset", f"the architecture comes from --init_from {tmp_path / 'sft'}")]
+    train(config, show_progress=False)
+    assert json.load(open(tmp_path / "rm" / "config.json"))["model"]["lora_rank"] == 2
+    _, trained, _ = load_run(str(tmp_path / "rm"))
+    _, sft, _ = load_run(str(tmp_path / "sft"))
+    start = {v.path: v.numpy() for v in sft.backbone.weights}
+    preset_weights = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    assert any(np.any(start[p] != preset_weights[p]) for p in start)  # the SFT run changed the preset
+    for variable in trained.backbone.weights:
+        if not is_lora_weight(variable):
+            np.testing.assert_array_equal(variable.numpy(), start[variable.path], err_msg=variable.path)
+    with pytest.raises(UserError, match="trained rank-2 adapters, which this run continues"):
+        resolve_config(tiny_config(tmp_path / "rm4", pairs, objective="reward_model", init_from=str(tmp_path / "rm"),
+                                   lora_rank=4))

@@ -369,9 +369,9 @@ _OWN_MODELS = ("transformer", "lstm", "conv")
 FLAG_MODELS = {"num_heads": ("transformer",), "ff_dim": ("transformer",), "tie_embeddings": ("transformer", "lstm"),
                "d_model": _OWN_MODELS, "num_layers": _OWN_MODELS, "dropout": _OWN_MODELS,
                "preset": ("keras_hub",), "lora_rank": ("keras_hub",)}
-# With --init_from the architecture is the source run's: these flags cannot change it.
-ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings", "preset",
-                      "lora_rank")
+# With --init_from the architecture is the source run's: these flags cannot change it. (--lora_rank can
+# put new adapters on a preset fine-tuned in full: tfpref.runs.adopt_init_from checks it.)
+ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings", "preset")
 
 
 def inapplicable_flags(config, given):
@@ -384,7 +384,7 @@ def inapplicable_flags(config, given):
         elif objective not in FLAG_OBJECTIVES.get(name, (objective,)):
             refused.append((name, f"it applies to --objective {', '.join(FLAG_OBJECTIVES[name])} only, "
                                   f"not {objective}"))
-        elif model not in FLAG_MODELS.get(name, (model,)):
+        elif model not in FLAG_MODELS.get(name, (model,)) and not (name == "lora_rank" and config.train.init_from):
             refused.append((name, f"it applies to --model {', '.join(FLAG_MODELS[name])} only, not {model}"))
     return refused
 
