@@ -13,6 +13,7 @@ from tfpref.cli import evaluate_main
 from keras_hub_presets import save_tiny_gpt2_preset
 from tfpref.config import ModelConfig, inapplicable_flags
 from tfpref.data.pipeline import build_token_data
+from tfpref.data.preferences import encode_completion, load_preferences, preference_arrays
 from tfpref.data.sft import load_sft_data
 from tfpref.data.tokenizers import KerasHubTokenizer
 from tfpref.errors import UserError
@@ -20,6 +21,7 @@ from tfpref.models import CausalLM, build_model
 from tfpref.models.keras_hub import KerasHubBackbone, is_lora_weight, load_causal_lm
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
+from tfpref.rewards import RewardModelReward
 from tfpref.runs import load_run, resolve_config
 from tfpref.training.export import export_model
 from tfpref.training.run import train
@@ -300,3 +302,115 @@ def test_preset_tokenizer_tokenizes_data_as_the_graph_does(preset):
         ids = tokenizer.encode(text, add_bos=True)
         np.testing.assert_array_equal(in_graph[row][:len(ids)], ids)
         assert (in_graph[row][len(ids):] == -1).all()
+
+
+def write_yes_no_pairs(path, count=48):
+    """Pairwise records a model tells apart by one word: the chosen completion says "yes", the rejected "no"."""
+    records = [{"prompt": f"item {i}: ", "chosen": f"x{i} yes", "rejected": f"x{i} no",
+                "split": "validation" if i % 4 == 0 else "train"} for i in range(count)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def test_preference_rows_read_the_presets_tokenizer_and_refuse_conversations(tmp_path, preset):
+    tokenizer = KerasHubTokenizer(preset)
+    data = load_preferences(write_yes_no_pairs(tmp_path / "pairs.jsonl"))
+    arrays = preference_arrays(data.split("train"), 32, tokenizer=tokenizer)
+    row, completion = arrays["token_ids"][0, 0], arrays["completion_mask"][0, 0]
+    assert row[0] == tokenizer.bos_id and tokenizer.decode(row[completion]) == "x1 yes"
+    assert tokenizer.decode(row[arrays["padding_mask"][0, 0]]) == "item 1: x1 yes"
+    with pytest.raises(UserError, match="conversational preference records need the chat template's role tokens"):
+        encode_completion((("user", "hi"),), "hello", 32, tokenizer)
+    with pytest.raises(UserError, match="--code_structure reads bytes"):
+        tiny_config(tmp_path / "rm", "p.jsonl", model="keras_hub", preset=preset, objective="reward_model",
+                    code_structure=True).validate()
+
+
+@pytest.mark.slow
+def test_a_preset_reward_model_with_lora_learns_pairs_and_serves_them(tmp_path, preset):
+    import tensorflow_text  # noqa: F401 (registers the ops of keras-hub's in-graph tokenizer; optional, heavy)
+
+    pairs = write_yes_no_pairs(tmp_path / "pairs.jsonl")
+    config = tiny_config(tmp_path / "rm", pairs, model="keras_hub", preset=preset, lora_rank=2,
+                         objective="reward_model", train_steps=30, learning_rate=1e-2)
+    config.runtime.export = True
+    result = train(config, show_progress=False)
+    assert result["validation_accuracy"] >= 0.9, result
+    reward = RewardModelReward(str(tmp_path / "rm"))
+    assert isinstance(reward.tokenizer, KerasHubTokenizer)
+    prompts = ["item 44: ", "item 60: "]  # as the held-out records
+    chosen, rejected = reward(prompts, ["x44 yes", "x60 yes"]), reward(prompts, ["x44 no", "x60 no"])
+    assert np.all(chosen > rejected), (chosen, rejected)
+    # The export's `reward` signature tokenizes with the preset's tokenizer in the graph, cut as in training.
+    prompts, completions = ["item 44: ", "", "item 3: " * 20], ["x44 no", "x1  yes", "a  b\n\n yes"]
+    served = tf.saved_model.load(result["export"]).signatures["reward"](
+        prompts=tf.constant(prompts), completions=tf.constant(completions))["reward"].numpy()
+    np.testing.assert_allclose(served, reward(prompts, completions), rtol=1e-4, atol=1e-4)
+    # evaluate.py with its default flags (which sample language models) measures a preset reward model's accuracy.
+    finished = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "rm")])
+    assert finished.returncode == 0, finished.stderr
+    assert json.load(open(tmp_path / "rm" / "eval" / "metrics.json"))["metrics"]["accuracy"] >= 0.9
+    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    for variable in reward.model.backbone.weights:
+        if not is_lora_weight(variable):
+            np.testing.assert_array_equal(variable.numpy(), base[variable.path], err_msg=variable.path)
+
+
+@pytest.mark.slow
+def test_dpo_with_lora_on_a_preset_learns_pairs_and_keeps_the_base_weights(tmp_path, preset):
+    records = [{"prompt": f"item {i}: ", "completion": f"x{i} maybe"} for i in range(16)]
+    sft_data = tmp_path / "sft.jsonl"
+    sft_data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    sft = tiny_config(tmp_path / "sft", str(sft_data), model="keras_hub", preset=preset, lora_rank=2,
+                      objective="sft", train_steps=2)
+    train(sft, show_progress=False)
+    pairs = write_yes_no_pairs(tmp_path / "pairs.jsonl")
+    config = tiny_config(tmp_path / "dpo", pairs, objective="dpo", init_from=str(tmp_path / "sft"), train_steps=30,
+                         learning_rate=1e-2)
+    result = train(config, show_progress=False)
+    assert result["validation_reward_accuracy"] >= 0.9 and result["validation_reward_margin"] > 0, result
+    assert (tmp_path / "dpo" / "reference_logprobs.npz").exists()
+    _, trained, _ = load_run(str(tmp_path / "dpo"))
+    _, reference, _ = load_run(str(tmp_path / "sft"))
+    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    start = {v.path: v.numpy() for v in reference.backbone.weights}
+    changed = 0
+    for variable in trained.backbone.weights:
+        if is_lora_weight(variable):
+            changed += bool(np.any(variable.numpy() != start[variable.path]))
+        else:
+            np.testing.assert_array_equal(variable.numpy(), base[variable.path], err_msg=variable.path)
+    assert changed == 8  # every adapter factor moved on from the SFT run's
+    finished = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "dpo")])
+    assert finished.returncode == 2 and "a keras_hub dpo run is not evaluated here yet" in finished.stderr
+
+    ipo = tiny_config(tmp_path / "ipo", pairs, objective="dpo", init_from=str(tmp_path / "sft"), train_steps=2,
+                      ipo=True)
+    assert np.isfinite(train(ipo, show_progress=False)["loss"])
+
+
+@pytest.mark.slow
+def test_a_reward_model_puts_new_adapters_on_a_preset_fine_tuned_in_full(tmp_path, preset):
+    records = [{"prompt": f"item {i}: ", "completion": f"x{i} maybe"} for i in range(16)]
+    sft_data = tmp_path / "sft.jsonl"
+    sft_data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    train(tiny_config(tmp_path / "sft", str(sft_data), model="keras_hub", preset=preset, objective="sft",
+                      train_steps=2, learning_rate=1e-2), show_progress=False)
+    pairs = write_yes_no_pairs(tmp_path / "pairs.jsonl")
+    config = tiny_config(tmp_path / "rm", pairs, objective="reward_model", init_from=str(tmp_path / "sft"),
+                         lora_rank=2, train_steps=3)
+    assert inapplicable_flags(config, ["lora_rank", "preset"]) == [
+        ("preset", f"the architecture comes from --init_from {tmp_path / 'sft'}")]
+    train(config, show_progress=False)
+    assert json.load(open(tmp_path / "rm" / "config.json"))["model"]["lora_rank"] == 2
+    _, trained, _ = load_run(str(tmp_path / "rm"))
+    _, sft, _ = load_run(str(tmp_path / "sft"))
+    start = {v.path: v.numpy() for v in sft.backbone.weights}
+    preset_weights = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    assert any(np.any(start[p] != preset_weights[p]) for p in start)  # the SFT run changed the preset
+    for variable in trained.backbone.weights:
+        if not is_lora_weight(variable):
+            np.testing.assert_array_equal(variable.numpy(), start[variable.path], err_msg=variable.path)
+    with pytest.raises(UserError, match="trained rank-2 adapters, which this run continues"):
+        resolve_config(tiny_config(tmp_path / "rm4", pairs, objective="reward_model", init_from=str(tmp_path / "rm"),
+                                   lora_rank=4))

@@ -14,7 +14,7 @@ from tfpref.errors import UserError
 # conv: a bidirectional encoder, for reward models only; keras_hub: a keras-hub preset (--preset)
 MODELS = ("transformer", "lstm", "conv", "keras_hub")
 # What a keras-hub preset can train so far: the objectives whose data reads the preset's tokenizer.
-KERAS_HUB_OBJECTIVES = ("mle", "sft")
+KERAS_HUB_OBJECTIVES = ("mle", "sft", "reward_model", "dpo")
 GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers (--segment)
 
 # Every --objective, grouped by what it trains on. The objective classes register under these
@@ -259,6 +259,8 @@ class RunConfig:
         if objective not in KERAS_HUB_OBJECTIVES:
             raise UserError(f"--model keras_hub: --objective {objective} is not supported yet (its data and "
                             f"generation use the byte tokenizer); supported: {', '.join(KERAS_HUB_OBJECTIVES)}")
+        if self.align.code_structure:
+            raise UserError("--model keras_hub: --code_structure reads bytes (indents, brackets), not preset tokens")
 
     def _check_objective(self):
         """What an objective needs from the rest of the config."""
@@ -367,9 +369,9 @@ _OWN_MODELS = ("transformer", "lstm", "conv")
 FLAG_MODELS = {"num_heads": ("transformer",), "ff_dim": ("transformer",), "tie_embeddings": ("transformer", "lstm"),
                "d_model": _OWN_MODELS, "num_layers": _OWN_MODELS, "dropout": _OWN_MODELS,
                "preset": ("keras_hub",), "lora_rank": ("keras_hub",)}
-# With --init_from the architecture is the source run's: these flags cannot change it.
-ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings", "preset",
-                      "lora_rank")
+# With --init_from the architecture is the source run's: these flags cannot change it. (--lora_rank can
+# put new adapters on a preset fine-tuned in full: tfpref.runs.adopt_init_from checks it.)
+ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings", "preset")
 
 
 def inapplicable_flags(config, given):
@@ -382,7 +384,7 @@ def inapplicable_flags(config, given):
         elif objective not in FLAG_OBJECTIVES.get(name, (objective,)):
             refused.append((name, f"it applies to --objective {', '.join(FLAG_OBJECTIVES[name])} only, "
                                   f"not {objective}"))
-        elif model not in FLAG_MODELS.get(name, (model,)):
+        elif model not in FLAG_MODELS.get(name, (model,)) and not (name == "lora_rank" and config.train.init_from):
             refused.append((name, f"it applies to --model {', '.join(FLAG_MODELS[name])} only, not {model}"))
     return refused
 

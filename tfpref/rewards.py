@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfpref.data.batching import map_rows
 from tfpref.data.preferences import encode_groups
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.runs import check_reward_model_dir, load_run
 from tfpref.scorers import get_scorer
 
@@ -48,6 +49,7 @@ class RewardModelReward:
     def __init__(self, model_dir, batch_size=64):
         check_reward_model_dir(model_dir)
         self.config, self.model, _ = load_run(model_dir, flag="--reward_model")
+        self.tokenizer = tokenizer_for(self.config.model)  # a keras-hub preset's, or bytes
         self.batch_size = batch_size
         self.description = f"reward model {model_dir}"
         self._rewards = tf.function(lambda batch: self.model.group_rewards(
@@ -56,7 +58,8 @@ class RewardModelReward:
     def __call__(self, prompts, completions, finished=None):
         if not len(prompts):
             return np.zeros([0], np.float32)
-        arrays = encode_groups(prompts, [(c,) for c in completions], self.config.data.seq_len)
+        arrays = encode_groups(prompts, [(c,) for c in completions], self.config.data.seq_len,
+                               self.tokenizer)
         names = ("token_ids", "padding_mask", "completion_mask")
         return map_rows(self._rewards, {name: arrays[name] for name in names}, self.batch_size).astype(np.float32)
 

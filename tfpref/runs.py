@@ -20,7 +20,7 @@ from tfpref.data.loading import jsonl_prompts, labeled_classes, preference_kind
 from tfpref.data.splits import choose_split_by
 from tfpref.errors import UserError
 from tfpref.models import build_task_model
-from tfpref.models.keras_hub import preset_limits
+from tfpref.models.keras_hub import is_lora_weight, preset_limits
 
 CONFIG_FILE = "config.json"
 # Objectives whose JSONL data has prompts, split by prompt or by record (tfpref.data.splits).
@@ -53,7 +53,12 @@ def restore_weights(layers, run_dir, flag="--init_from"):
     path = tf.train.latest_checkpoint(checkpoint_dir(run_dir))
     if path is None:
         raise UserError(f"{flag} {run_dir}: no checkpoint found")
-    status = tf.train.Checkpoint(weights=weights_by_path(*layers)).restore(path)
+    weights = weights_by_path(*layers)
+    if not load_config(run_dir, flag).model.lora_rank:
+        # A run without LoRA adapters (a preset fine-tuned in full): a --lora_rank run starts its new
+        # adapters as initialised (b = 0, the source's model exactly).
+        weights = {key: v for key, v in weights.items() if not is_lora_weight(v)}
+    status = tf.train.Checkpoint(weights=weights).restore(path)
     status.assert_existing_objects_matched()  # every weight of the model was in the checkpoint
     status.expect_partial()  # the optimizer and the rest are not wanted
     return path
@@ -77,12 +82,21 @@ def load_config(model_dir, flag="--model_dir"):
 
 def adopt_init_from(config):
     """--init_from: the run uses the source run's model architecture. Dropout is not part of it (no
-    weight depends on it): the run's own --dropout applies. Changes `config` in place."""
+    weight depends on it): the run's own --dropout applies, and so does --lora_rank on a run without
+    adapters. Changes `config` in place."""
     if not config.train.init_from:
         return
-    dropout = config.model.dropout
+    dropout, lora_rank = config.model.dropout, config.model.lora_rank
     config.model = load_config(config.train.init_from, "--init_from").model
     config.model.dropout = dropout
+    if lora_rank and config.model.model != "keras_hub":
+        raise UserError(f"--lora_rank: the --init_from run {config.train.init_from} is a {config.model.model} "
+                        f"model; LoRA adapters go on keras-hub presets only")
+    if lora_rank and config.model.lora_rank and lora_rank != config.model.lora_rank:
+        raise UserError(f"--lora_rank {lora_rank}: the --init_from run {config.train.init_from} trained rank-"
+                        f"{config.model.lora_rank} adapters, which this run continues (leave --lora_rank out)")
+    # A preset fine-tuned in full can be aligned with new adapters on it: the run's own --lora_rank.
+    config.model.lora_rank = config.model.lora_rank or lora_rank
 
 
 def resolve_config(config):

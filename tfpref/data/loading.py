@@ -106,12 +106,13 @@ def preference_split_arrays(config, data, wanted, pairs_only=False):
     loaded = {}
     align = config.align
     pairing = dict(pairs_per_item=align.pairs_per_item, min_gap=align.min_rating_gap)
+    tokenizer = tokenizer_for(config.model)
     for split in wanted:
         part = data.split(split)
         if not part.items or (pairs_only and not part.comparisons(**pairing)):
             loaded[split] = None
             continue
-        arrays = preference_arrays(part, config.data.seq_len, pairs_only, **pairing)
+        arrays = preference_arrays(part, config.data.seq_len, pairs_only, **pairing, tokenizer=tokenizer)
         if "weight" in arrays:  # raters or impressions, as weights of mean 1
             arrays["weight"] = arrays["weight"] / np.float32(arrays["weight"].mean())
         loaded[split] = ArrayData(arrays, config.data.seq_len)

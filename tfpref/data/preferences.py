@@ -36,7 +36,7 @@ from tfpref.data.chat import is_conversation, parse_messages, render, render_com
 from tfpref.data.corpus import jsonl_records
 from tfpref.data.splits import ALL, SPLITS, choose_split_by, explicit_split, prompt_key, record_split
 from tfpref.data.splits import prompt_split as key_split
-from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
+from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.errors import UserError, location
 
 FORMATS = {  # name -> the fields that identify it
@@ -350,6 +350,9 @@ def _record_key(item):
 def encode_completion(prompt, completion, seq_len, tokenizer=None):
     """(ids, completion_start) of BOS + the last seq_len tokens of prompt + completion.
 
+    `tokenizer` is the model's (default: bytes); BOS is its start token. Conversational records need
+    the chat template's role tokens, which only the byte tokenizer has.
+
     A long text loses its beginning: what is judged is the completion, and its reward is read at
     its last token. The exported `reward` signature cuts the same way. A conversational prompt is
     rendered by the chat template with its generation prompt, and its completion (assistant
@@ -357,6 +360,9 @@ def encode_completion(prompt, completion, seq_len, tokenizer=None):
     """
     tokenizer = tokenizer or ByteTokenizer()
     if is_conversation(prompt):
+        if not tokenizer.control_ids:
+            raise UserError("conversational preference records need the chat template's role tokens, which "
+                            "a keras-hub preset's vocabulary does not have: give text prompts and completions")
         if isinstance(completion, str):  # a sampled reply: one assistant message
             completion = (("assistant", completion),)
         prompt_ids, completion_ids = render(prompt, True, tokenizer), render_completion(completion, tokenizer)
@@ -364,22 +370,22 @@ def encode_completion(prompt, completion, seq_len, tokenizer=None):
         prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
     text_ids = np.concatenate([prompt_ids, completion_ids])[-seq_len:]
     start = 1 + max(0, len(text_ids) - len(completion_ids))
-    return np.concatenate([[BOS_ID], text_ids]).astype(np.int32), start
+    return np.concatenate([[tokenizer.bos_id], text_ids]).astype(np.int32), start
 
 
-def encode_groups(prompts, completion_groups, seq_len):
+def encode_groups(prompts, completion_groups, seq_len, tokenizer=None):
     """Arrays for groups of completions of a prompt, each row BOS prompt completion, right-padded.
 
     Returns token_ids int32 [n, k, seq_len + 1], padding_mask and completion_mask bool (the same
     shape; completion_mask marks completion tokens), completion_valid bool [n, k] (groups
-    shorter than the longest are padded with empty rows).
+    shorter than the longest are padded with empty rows). `tokenizer`: the model's (default: bytes).
     """
+    tokenizer = tokenizer or ByteTokenizer()
     n, k = len(prompts), max(len(g) for g in completion_groups)
-    token_ids = np.full([n, k, seq_len + 1], PAD_ID, np.int32)
+    token_ids = np.full([n, k, seq_len + 1], tokenizer.pad_id, np.int32)
     padding_mask = np.zeros([n, k, seq_len + 1], bool)
     completion_mask = np.zeros([n, k, seq_len + 1], bool)
     valid = np.zeros([n, k], bool)
-    tokenizer = ByteTokenizer()
     for i, (prompt, group) in enumerate(zip(prompts, completion_groups)):
         for j, completion in enumerate(group):
             ids, start = encode_completion(prompt, completion, seq_len, tokenizer)
@@ -391,23 +397,24 @@ def encode_groups(prompts, completion_groups, seq_len):
             "completion_valid": valid}
 
 
-def preference_arrays(data, seq_len, pairs_only=False, pairs_per_item=DEFAULT_PAIRS_PER_ITEM, min_gap=0.0):
+def preference_arrays(data, seq_len, pairs_only=False, pairs_per_item=DEFAULT_PAIRS_PER_ITEM, min_gap=0.0,
+                      tokenizer=None):
     """{name: array} of a PreferenceSet, one row per item (or per comparison with `pairs_only`).
 
     Rows hold their completions best first (pairs and rankings), so index 0 is the chosen one;
     `target` and `weight` carry ratings or click-through rates, `margin` a pair's margin, and
     `annotator_p` the simulated annotator's probability (NaN when unknown): [n] for pairs, [n, k, k]
-    for rankings (row i preferred to row j).
+    for rankings (row i preferred to row j). `tokenizer`: the model's (default: bytes).
     """
     if pairs_only or data.kind == "pairwise":
         rows = data.comparisons(pairs_per_item, min_gap)
-        arrays = encode_groups([r[0] for r in rows], [(r[1], r[2]) for r in rows], seq_len)
+        arrays = encode_groups([r[0] for r in rows], [(r[1], r[2]) for r in rows], seq_len, tokenizer)
         arrays["margin"] = np.array([r[3] for r in rows], np.float32)
         arrays["annotator_p"] = np.array([np.nan if r[4] is None else r[4] for r in rows], np.float32)
         return arrays
     items = data.items
     groups = [tuple(p.completions[i] for i in p.order) if p.order else p.completions for p in items]
-    arrays = encode_groups([p.prompt for p in items], groups, seq_len)
+    arrays = encode_groups([p.prompt for p in items], groups, seq_len, tokenizer)
     arrays["target"] = np.array([0.0 if p.target is None else p.target for p in items], np.float32)
     arrays["weight"] = np.array([p.weight for p in items], np.float32)
     if data.kind == "ranking":  # [n, k, k]: P(annotator prefers row i to row j), best-first rows

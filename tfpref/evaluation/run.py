@@ -95,9 +95,6 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     if misalignment is not None:
         misalignment.validate()
     config, model, checkpoint = load_run(model_dir)
-    if config.model.model == "keras_hub" and (sampling is not None or misalignment is not None):
-        raise UserError(f"{model_dir}: a keras_hub run is evaluated by its likelihood only so far (sampling and "
-                        f"--scorer decode the byte vocabulary); pass --num_samples 0 and no --scorer")
     fine_tunes_policy = config.train.objective in POLICY_OBJECTIVES
     if groups is not None and config.train.objective in RL_OBJECTIVES:
         raise UserError(f"--group_by: a {config.train.objective} run has no per-example metrics on a file "
@@ -105,6 +102,12 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     classifier = isinstance(model, Classifier)
     if fine_tunes_policy or isinstance(model, RewardModel):
         sampling = misalignment = None  # a reward model does not generate; a policy has its own report
+    if config.model.model == "keras_hub" and fine_tunes_policy:
+        raise UserError(f"{model_dir}: a keras_hub {config.train.objective} run is not evaluated here yet (the policy "
+                        f"report samples prompts in the byte vocabulary); its training log has the validation metrics")
+    if config.model.model == "keras_hub" and (sampling is not None or misalignment is not None):
+        raise UserError(f"{model_dir}: a keras_hub run is evaluated by its likelihood only so far (sampling and "
+                        f"--scorer decode the byte vocabulary); pass --num_samples 0 and no --scorer")
     scorer = misalignment.scorer if misalignment is not None else None
     directory = report_dir(model_dir, data)
     if data:

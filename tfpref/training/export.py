@@ -175,19 +175,19 @@ class ServingModule(tf.Module):
                 "num_tokens": tf.cast(ragged.row_lengths() - 1, tf.int32)}
 
     def _reward(self, prompts, completions):
-        # As in training (tfpref.data.preferences.encode_completion): BOS + the last seq_len bytes
-        # of prompt + completion; the normalised reward of the last token.
+        # As in training (tfpref.data.preferences.encode_completion): prompt and completion tokenized
+        # apart, BOS + the last seq_len tokens of the two; the normalised reward of the last token.
         with tf.control_dependencies([tf.debugging.assert_equal(
                 tf.size(prompts), tf.size(completions), message="reward: prompts and completions differ in number")]):
             completions = _checked(completions, "reward", False)
-        texts = tf.strings.join([prompts, completions])
-        ragged = self.tokenizer.encode_tf(texts)[:, -self.seq_len:]
-        ragged = tf.concat([tf.fill([tf.shape(texts)[0], 1], BOS_ID), ragged], axis=1)
-        ids = ragged.to_tensor(PAD_ID)
+        completion_ids = self.tokenizer.encode_tf(completions)
+        ragged = tf.concat([self.tokenizer.encode_tf(prompts), completion_ids], axis=1)[:, -self.seq_len:]
+        ragged = tf.concat([tf.fill([tf.shape(completions)[0], 1], self.tokenizer.bos_id), ragged], axis=1)
+        ids = ragged.to_tensor(self.tokenizer.pad_id)
         lengths = tf.cast(ragged.row_lengths(), tf.int32)
         mask = tf.sequence_mask(lengths, tf.shape(ids)[1])
-        # The completion is the last min(its bytes, what is left after BOS) real tokens of a row.
-        completion_lengths = tf.minimum(tf.strings.length(completions), lengths - 1)
+        # The completion is the last min(its tokens, what is left after BOS) real tokens of a row.
+        completion_lengths = tf.minimum(tf.cast(completion_ids.row_lengths(), tf.int32), lengths - 1)
         completion_mask = tf.logical_and(mask, tf.logical_not(
             tf.sequence_mask(lengths - completion_lengths, tf.shape(ids)[1])))
         return {"reward": self.task_model(ids, mask, completion_mask)}
