@@ -45,6 +45,7 @@ from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
 from tfpref.data.tokenizers import tokenizer_for
 from tfpref.models import Classifier, RewardModel
 from tfpref.models.logprobs import sequence_logprobs
+from tfpref.models.lora import merged_adapters
 from tfpref.models.sampling import Sampler
 from tfpref.runs import checkpoint_step, load_run
 
@@ -84,12 +85,14 @@ class ServingModule(tf.Module):
     and `score`.
     """
 
-    def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None, tokenizer=None):
+    def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None, tokenizer=None, unread=()):
         super().__init__(name="tfpref_serving")
         self.task_model, self.model = model, model.backbone
         # Keras 3 layers held in Python lists are invisible to TensorFlow's object graph; listing
-        # every variable here is what puts them all in the SavedModel.
-        self.model_variables = [v for part in model.parts for v in part.variables]
+        # every variable here is what puts them all in the SavedModel (but `unread` ones: LoRA
+        # adapters already merged into their kernels).
+        unread = {id(v) for v in unread}
+        self.model_variables = [v for part in model.parts for v in part.variables if id(v) not in unread]
         self.classes = tf.constant(list(getattr(model, "classes", ())) or [""])
         self.max_length, self.seq_len = max_length, seq_len
         self.tokenizer = tokenizer or ByteTokenizer()
@@ -209,10 +212,16 @@ def export_model(model, directory, step, seq_len=None, tokenizer=None):
     renamed, so a reader never sees half an export) and return its path.
 
     `tokenizer` is the model's (default: bytes); a keras-hub preset's runs inside the graph, and
-    loading that SavedModel needs TensorFlow Text's ops (`import tensorflow_text` first).
+    loading that SavedModel needs TensorFlow Text's ops (`import tensorflow_text` first). LoRA
+    adapters are merged into their kernels in the export (the model in memory is left as it was).
     """
-    module = ServingModule(model, max_length=model.backbone.max_seq_len or MAX_TRANSFORMER_SEQ_LEN,
-                           seq_len=seq_len, tokenizer=tokenizer)
+    with merged_adapters(model) as adapters:
+        return _save(model, directory, step, ServingModule(
+            model, max_length=model.backbone.max_seq_len or MAX_TRANSFORMER_SEQ_LEN, seq_len=seq_len,
+            tokenizer=tokenizer, unread=adapters))
+
+
+def _save(model, directory, step, module):
     if isinstance(model, RewardModel):
         signatures = {"reward": module.reward.get_concrete_function()}
     elif isinstance(model, Classifier):
