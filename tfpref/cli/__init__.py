@@ -1,4 +1,4 @@
-"""The `tfpref` command: `tfpref train | evaluate | preferences ...` (`tfpref --help`).
+"""The `tfpref` command: `tfpref train | evaluate | preferences | preset ...` (`tfpref --help`).
 
 train.py and evaluate.py are the same commands as `tfpref train` and `tfpref evaluate`.
 TensorFlow prints start-up noise on CPU-only machines unless it is imported in a particular way
@@ -15,9 +15,10 @@ COMMANDS = {
     "train": "Train (or resume) a run: pretraining, feedback objectives, reward models, DPO, RL.",
     "evaluate": "Evaluate a run on a held-out split or a file, or export it as a SavedModel.",
     "preferences": "Preference data: make (simulated annotator), export for raters, import labels.",
+    "preset": "Write a randomly initialised keras-hub causal LM preset, for small experiments.",
 }
 
-USAGE = "usage: tfpref {train,evaluate,preferences} ... [--help]\n\n" + "\n".join(
+USAGE = "usage: tfpref {train,evaluate,preferences,preset} ... [--help]\n\n" + "\n".join(
     f"  {name:<12} {text}" for name, text in COMMANDS.items()) + "\n"
 
 
@@ -39,8 +40,10 @@ def main(argv=None):
         from tfpref.cli.train import main as command_main
     elif command == "evaluate":
         from tfpref.cli.evaluate import main as command_main
-    else:
+    elif command == "preferences":
         from tfpref.cli.preferences import main as command_main
+    else:
+        from tfpref.cli.preset import main as command_main
     return command_main(rest)
 
 
