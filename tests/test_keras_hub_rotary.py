@@ -141,6 +141,15 @@ def test_preset_limits_and_refusals(tmp_path, preset):
     with pytest.raises(UserError, match=r"^--preset .*qwen3: a Qwen3Backbone: only GPT2Backbone and QwenBackbone "
                                         r"presets are supported so far$"):
         resolve_config(tiny_config(tmp_path / "c", corpus, model="keras_hub", preset=str(other)))
+    windowed = tmp_path / "windowed"
+    shutil.copytree(preset, windowed)
+    (windowed / "config.json").write_text(json.dumps(
+        {**config, "config": {**config["config"], "use_sliding_window_attention": True}}))
+    with pytest.raises(UserError, match=r"^--preset .*windowed: a QwenBackbone: sliding-window attention is not "
+                                        r"supported \(keras-hub cannot cache it in a compiled loop\)$"):
+        resolve_config(tiny_config(tmp_path / "d", corpus, model="keras_hub", preset=str(windowed)))
+    with pytest.raises(ValueError, match="a QwenBackbone: sliding-window attention is not supported"):
+        KerasHubBackbone(str(windowed))
     llama = keras_hub.models.LlamaBackbone(vocabulary_size=16, num_layers=1, num_query_heads=2, num_key_value_heads=1,
                                            hidden_dim=8, intermediate_dim=16)
     with pytest.raises(ValueError, match="a LlamaBackbone: only GPT2Backbone and QwenBackbone presets"):

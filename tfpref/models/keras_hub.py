@@ -46,6 +46,9 @@ def preset_limits(preset):
     layout = layout_for(class_name)
     if layout is None:
         raise ValueError(f"a {class_name}: only {' and '.join(SUPPORTED_BACKBONES)} presets are supported so far")
+    refusal = layout.refusal(config["config"])
+    if refusal:
+        raise ValueError(f"a {class_name}: {refusal}")
     return class_name, layout.max_length(config["config"])
 
 
@@ -65,7 +68,8 @@ def unsupported_reason(hub_backbone):
     missing = [name for name in layout.required_parts if not hasattr(hub_backbone, name)]
     if missing:
         return f"{class_name} has no {', '.join(missing)}, which its layout needs"
-    return None
+    refusal = layout.refusal(hub_backbone.get_config())
+    return f"a {class_name}: {refusal}" if refusal else None
 
 
 def enable_lora(hub_backbone, rank):

@@ -35,6 +35,10 @@ class Layout:
     required_parts = ("token_embedding", "transformer_layers", "layer_norm")
     block_arguments = {}
 
+    def refusal(self, backbone_config):
+        """Why a backbone of this family cannot be driven, from its config, or None when it can."""
+        return None
+
     def cache_shape(self, hub_backbone, batch_size, length):
         """keras-hub's per-block self-attention cache: [batch, 2 (key, value), length, heads, head size]."""
         return [batch_size, 2, length, *self.cache_heads(hub_backbone)]
@@ -69,6 +73,13 @@ class GPT2Layout(Layout):
 
 class QwenLayout(Layout):
     backbone_classes = ("QwenBackbone",)
+
+    def refusal(self, backbone_config):
+        # keras-hub's sliding-window mask tests the cache index as a Python bool, which fails when the
+        # sampler's index is traced. Qwen2 and Qwen2.5's released models do not use the window.
+        if backbone_config.get("use_sliding_window_attention"):
+            return "sliding-window attention is not supported (keras-hub cannot cache it in a compiled loop)"
+        return None
 
     def max_length(self, backbone_config):
         return QWEN_CONTEXT_LENGTH
