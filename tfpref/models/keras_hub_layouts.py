@@ -19,8 +19,9 @@ Example:
     32768
 """
 # Qwen configs record no maximum length: rotary positions have no table to run off, so the limit is
-# the context the family was pretrained on (Qwen2 and Qwen2.5: 32,768 tokens, Hugging Face's
-# `max_position_embeddings` of their base models); beyond it quality degrades, nothing fails.
+# the context Qwen2 and Qwen2.5 handle natively, 32,768 tokens (their model cards; the larger ones
+# reach further only with YaRN scaling, which keras-hub's Qwen lacks). Beyond it quality degrades
+# and nothing fails, so it is a limit for users, not for the code.
 QWEN_CONTEXT_LENGTH = 32768
 
 
@@ -72,6 +73,7 @@ class GPT2Layout(Layout):
 
 
 class QwenLayout(Layout):
+    # Qwen's decoder always adds its own causal mask (at the cache index); it agrees with ours.
     backbone_classes = ("QwenBackbone",)
 
     def refusal(self, backbone_config):
