@@ -35,3 +35,29 @@ def save_tiny_gpt2_preset(directory, seed=0, sequence_length=64):
     os.makedirs(directory, exist_ok=True)
     model.save_to_preset(str(directory))
     return str(directory)
+
+
+def tiny_qwen_vocabulary():
+    """(vocabulary dict, merges list) of a tiny byte-level BPE laid out as Qwen's: the byte alphabet
+    from id 0 (so id 0 is "!", a text token), the merges, then `<|endoftext|>` last."""
+    _, alphabet = bytes_to_unicode()
+    vocabulary = {}
+    for token in list(alphabet) + [merge.replace(" ", "") for merge in _MERGES] + ["<|endoftext|>"]:
+        vocabulary.setdefault(token, len(vocabulary))
+    return vocabulary, list(_MERGES)
+
+
+def save_tiny_qwen_preset(directory, seed=0, tie_word_embeddings=False):
+    """A tiny Qwen CausalLM (2 layers, width 32, grouped-query attention with 4 query and 2 key-value
+    heads, an untied output head by default) with its tokenizer, saved as a preset in `directory`."""
+    keras.utils.set_random_seed(seed)
+    vocabulary, merges = tiny_qwen_vocabulary()
+    tokenizer = keras_hub.models.QwenTokenizer(vocabulary=vocabulary, merges=merges)
+    preprocessor = keras_hub.models.QwenCausalLMPreprocessor(tokenizer=tokenizer, sequence_length=64)
+    backbone = keras_hub.models.QwenBackbone(
+        vocabulary_size=len(vocabulary), num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
+        intermediate_dim=64, tie_word_embeddings=tie_word_embeddings, dtype="float32")
+    model = keras_hub.models.QwenCausalLM(backbone=backbone, preprocessor=preprocessor)
+    os.makedirs(directory, exist_ok=True)
+    model.save_to_preset(str(directory))
+    return str(directory)

@@ -220,7 +220,7 @@ def test_run_refuses_a_missing_preset_and_a_seq_len_beyond_its_positions(tmp_pat
     shutil.copytree(preset, rotary)
     config = json.load(open(rotary / "config.json"))
     (rotary / "config.json").write_text(json.dumps({**config, "class_name": "LlamaBackbone"}))
-    with pytest.raises(UserError, match="a LlamaBackbone: only backbones with GPT-2's layout"):
+    with pytest.raises(UserError, match="a LlamaBackbone: only GPT2Backbone and QwenBackbone presets are supported"):
         resolve_config(tiny_config(tmp_path / "d", corpus, model="keras_hub", preset=str(rotary)))
 
 

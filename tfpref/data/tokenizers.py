@@ -20,8 +20,9 @@ KERAS_HUB_MODEL = "keras_hub"
 class KerasHubTokenizer(Tokenizer):
     """A keras-hub preset's tokenizer behind tfpref's `Tokenizer` interface.
 
-    BOS and EOS are the preset's start and end tokens (both `<|endoftext|>` for GPT-2); padding is
-    its pad token, or the end token when it has none (padding is always masked anyway). There are
+    BOS and EOS are the preset's start and end tokens (both `<|endoftext|>` for GPT-2; Qwen has no
+    start token, so BOS is its end token too); padding is its pad token when that is a special token,
+    else the end token (padding is always masked anyway). There are
     no control ids: the vocabulary is the preset's.
 
     Args:
@@ -37,7 +38,10 @@ class KerasHubTokenizer(Tokenizer):
         pad = getattr(self.hub_tokenizer, "pad_token_id", None)
         self.eos_id = int(end)
         self.bos_id = int(end if start is None else start)
-        self.pad_id = int(end if pad is None else pad)
+        # Qwen's tokenizer names id 0 its pad id, yet id 0 is "!" in its vocabulary: a pad id that is
+        # no special token is a text token, which decoding must keep and generation must allow.
+        special = {int(i) for i in getattr(self.hub_tokenizer, "special_token_ids", ())}
+        self.pad_id = int(pad if pad is not None and int(pad) in special else end)
         self.special_ids = np.array(sorted({self.bos_id, self.eos_id, self.pad_id}), np.int32)
         # keras-hub tokenizes eagerly in Python and, when traced, in TensorFlow; the two differ (GPT-2's
         # eager path merges runs of spaces that its graph path splits). Training data goes through the

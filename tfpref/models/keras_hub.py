@@ -1,18 +1,22 @@
 """A keras-hub preset (a pretrained CausalLM) as a tfpref language backbone.
 
-`KerasHubBackbone` runs the preset's own layers — token and position embeddings, its
-`TransformerDecoder` blocks, the final norm, the (tied) reversible embedding for logits — but
-drives them itself instead of through `CausalLM.call_with_cache`: keras-hub's cached pass takes one
-scalar start position for the whole batch and no key mask (it right-pads prompts), while tfpref's
-sampler left-pads prompts, gives each row its own positions (counting from its first real token)
-and masks the padding keys. Every block is called with an explicit attention mask
+`KerasHubBackbone` runs the preset's own layers — token embeddings, its decoder blocks, the final
+norm, the output head (`token_embedding(reverse=True)`, tied or untied) — but drives them itself
+instead of through `CausalLM.call_with_cache`: keras-hub's cached pass takes one scalar start index
+for the whole batch and no key mask (it right-pads prompts), while tfpref's sampler left-pads
+prompts and masks the padding keys. Every block is called with an explicit attention mask
 [batch, query, key] (causal and not padding) and, when generating, with keras-hub's own
-self-attention cache ([batch, 2, length, heads, head_dim] per block) updated at `index`.
+self-attention cache ([batch, 2, length, key-value heads, head_dim] per block) updated at `index`.
 
-Supported: backbones with learned absolute position embeddings that accept per-token positions
-(GPT-2's `position_embedding`, `embeddings_add`, `transformer_layers`, `layer_norm`). Presets with
-rotary positions computed inside attention (Llama, Gemma, ...) take the cache index as their
-position and cannot express left padding this way; they are refused when loaded.
+Supported (one layout each in `tfpref.models.keras_hub_layouts`, chosen by backbone class):
+- GPT-2 (`GPT2Backbone`): learned absolute position embeddings, given each row's own positions
+  (counting from its first real token), so a left-padded row sees the positions it would unpadded.
+- Qwen (`QwenBackbone`): rotary positions, applied inside attention at the cache index (the column),
+  which cannot be set per row. It need not be: a rotary attention score depends only on the
+  difference of the query's and the key's positions, left padding shifts all of a row's real tokens
+  by the same amount, and the padding keys are masked, so each row equals its unpadded result up to
+  float rounding. Its config records no maximum length; the limit is Qwen2's pretraining context.
+Other backbones (Llama, Gemma, OPT, ...) are refused when a run is configured and when loaded.
 
 Example:
     >>> backbone = KerasHubBackbone("/path/to/gpt2_preset")
@@ -23,12 +27,7 @@ import keras_hub
 import tensorflow as tf
 from keras_hub.src.utils.preset_utils import load_json
 
-# Backbones with that layout, checked before a run loads any weights: others may have the parts under
-# other names (OPT's TokenAndPositionEmbedding) or rotary positions (Llama, Gemma, Mistral, ...).
-SUPPORTED_BACKBONES = ("GPT2Backbone",)
-# What a keras-hub backbone must have for this adapter (GPT-2's layout).
-_REQUIRED_PARTS = ("token_embedding", "position_embedding", "embeddings_add", "embeddings_dropout",
-                   "transformer_layers", "layer_norm")
+from tfpref.models.keras_hub_layouts import SUPPORTED_BACKBONES, layout_for
 
 
 def load_causal_lm(preset):
@@ -44,10 +43,13 @@ def preset_limits(preset):
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"not a keras-hub preset ({e})") from None
     class_name = config.get("class_name", "?")
-    if class_name not in SUPPORTED_BACKBONES:
-        raise ValueError(f"a {class_name}: only backbones with GPT-2's layout (learned position embeddings: "
-                         f"{', '.join(SUPPORTED_BACKBONES)}) are supported so far")
-    return class_name, int(config["config"]["max_sequence_length"])
+    layout = layout_for(class_name)
+    if layout is None:
+        raise ValueError(f"a {class_name}: only {' and '.join(SUPPORTED_BACKBONES)} presets are supported so far")
+    refusal = layout.refusal(config["config"])
+    if refusal:
+        raise ValueError(f"a {class_name}: {refusal}")
+    return class_name, layout.max_length(config["config"])
 
 
 def load_hub_backbone(preset):
@@ -59,11 +61,15 @@ def load_hub_backbone(preset):
 
 def unsupported_reason(hub_backbone):
     """Why `hub_backbone` cannot be adapted, or None when it can."""
-    missing = [name for name in _REQUIRED_PARTS if not hasattr(hub_backbone, name)]
+    class_name = type(hub_backbone).__name__
+    layout = layout_for(class_name)
+    if layout is None:
+        return f"a {class_name}: only {' and '.join(SUPPORTED_BACKBONES)} presets are supported so far"
+    missing = [name for name in layout.required_parts if not hasattr(hub_backbone, name)]
     if missing:
-        return (f"{type(hub_backbone).__name__} has no {', '.join(missing)}: only backbones with learned "
-                f"position embeddings (GPT-2's layout) are supported so far")
-    return None
+        return f"{class_name} has no {', '.join(missing)}, which its layout needs"
+    refusal = layout.refusal(hub_backbone.get_config())
+    return f"a {class_name}: {refusal}" if refusal else None
 
 
 def enable_lora(hub_backbone, rank):
@@ -114,9 +120,8 @@ class KerasHubBackbone(keras.Model):
         self.vocab_size = int(hub_backbone.vocabulary_size)
         self.d_model = int(hub_backbone.hidden_dim)
         self.num_layers = len(hub_backbone.transformer_layers)
-        self.max_seq_len = int(hub_backbone.max_sequence_length)
-        attention = hub_backbone.transformer_layers[0]._self_attention_layer
-        self.num_heads, self.head_dim = int(attention.num_heads), int(attention.key_dim)
+        self._layout = layout_for(type(hub_backbone).__name__)
+        self.max_seq_len = self._layout.max_length(hub_backbone.get_config())
         if self.lora_rank:
             enable_lora(hub_backbone, self.lora_rank)
         self.built = True
@@ -137,12 +142,12 @@ class KerasHubBackbone(keras.Model):
         x = self._embed(token_ids, positions, embedding_offset, training)
         mask = _attention_mask(batch, time, time, 0, padding_mask)
         for block in self.blocks:
-            x = block(x, decoder_attention_mask=mask, use_causal_mask=False, training=training)
+            x = self._layout.call_block(block, x, mask, training=training)
         return self.hub_backbone.layer_norm(x)
 
     def init_cache(self, batch_size, length):
         """keras-hub's self-attention cache of each block: a tuple of [batch, 2, length, heads, head_dim]."""
-        shape = [batch_size, 2, length, self.num_heads, self.head_dim]
+        shape = self._layout.cache_shape(self.hub_backbone, batch_size, length)
         return tuple(tf.zeros(shape, self.hub_backbone.compute_dtype) for _ in self.blocks)
 
     def hidden_states_cached(self, token_ids, cache, index, key_mask, positions, embedding_offset=None):
@@ -154,8 +159,7 @@ class KerasHubBackbone(keras.Model):
                                key_mask)
         new_cache = []
         for block, block_cache in zip(self.blocks, cache):
-            x, block_cache = block(x, decoder_attention_mask=mask, use_causal_mask=False,
-                                   self_attention_cache=block_cache, self_attention_cache_update_index=index)
+            x, block_cache = self._layout.call_block(block, x, mask, cache=block_cache, index=index)
             new_cache.append(block_cache)
         return self.hub_backbone.layer_norm(x), tuple(new_cache)
 
@@ -171,8 +175,7 @@ class KerasHubBackbone(keras.Model):
         tokens = hub.token_embedding(token_ids)
         if embedding_offset is not None:
             tokens = tokens + tf.cast(embedding_offset, tokens.dtype)
-        x = hub.embeddings_add((tokens, hub.position_embedding(tokens, positions=positions)))
-        return hub.embeddings_dropout(x, training=training)
+        return self._layout.embed(hub, tokens, positions, training)
 
     def get_config(self):
         return {**super().get_config(), "preset": self.preset, "lora_rank": self.lora_rank, "eos_id": self.eos_id,
