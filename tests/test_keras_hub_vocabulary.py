@@ -17,6 +17,7 @@ from tfpref.data.chat import chat_generation, render
 from tfpref.data.scored import load_scored_token_data
 from tfpref.data.tokenizer import CONTROL_TOKENS, ByteTokenizer
 from tfpref.data.tokenizers import ADDED_TOKENS, KerasHubTokenizer
+from tfpref.errors import UserError
 from tfpref.models import CausalLM, build_model
 from tfpref.models.keras_hub import KerasHubBackbone, load_causal_lm, load_hub_backbone
 from tfpref.models.sampling import Sampler, left_pad
@@ -226,3 +227,17 @@ def test_sft_on_chat_records_on_a_preset_and_the_exported_chat_signature(tmp_pat
         assert out["completions"].numpy()[row].decode("utf-8", "replace") == tokenizer.decode(tokens)
     np.testing.assert_array_equal(out["finished"].numpy(), library["finished"])
     np.testing.assert_allclose(out["logprob"].numpy(), library["logprobs"].sum(1), atol=1e-4)
+
+
+def test_lora_is_refused_where_the_added_tokens_must_learn(tmp_path, preset):
+    with pytest.raises(UserError, match="--objective conditional trains the control tokens' embeddings, which "
+                                        "--lora_rank freezes"):
+        tiny_config(tmp_path / "c", "corpus.py", model="keras_hub", preset=preset, objective="conditional",
+                    lora_rank=2).validate()
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}], "split": "train"}) + "\n")
+    config = tiny_config(tmp_path / "s", str(path), model="keras_hub", preset=preset, objective="sft", lora_rank=2)
+    with pytest.raises(UserError, match="conversational records need the chat markers added to the preset's "
+                                        "vocabulary trained, which --lora_rank freezes"):
+        OBJECTIVES["sft"].load_data(config, ("train",))

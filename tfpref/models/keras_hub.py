@@ -95,7 +95,7 @@ class KerasHubBackbone(keras.Model):
             attention's query and value projections (keras-hub's `enable_lora`).
         eos_id: the preset tokenizer's end token: where generation stops (None: nowhere).
         generation_banned_ids: ids generation never emits (the preset's start and pad tokens when
-            they are not its end token).
+            they are not its end token, the added control tokens).
         added_tokens: names of tokens appended to the preset's V ids as V, V + 1, ... (tfpref's control
             tokens, `control_tokens` maps them to their ids); the embedding grows to match, new rows
             at the mean of the old ones (tfpref.models.vocabulary). Recorded in the config.
