@@ -11,7 +11,7 @@ import tensorflow as tf
 from helpers import run_cli_in_process, tiny_config
 from keras_hub_presets import save_tiny_gpt2_preset
 from test_feedback_data import write_pep8_corpus
-from tfpref.cli import train_main
+from tfpref.cli import evaluate_main, train_main
 from tfpref.config import ModelConfig
 from tfpref.data.chat import chat_generation, render
 from tfpref.data.scored import load_scored_token_data
@@ -190,6 +190,10 @@ def test_conditional_training_on_a_preset_runs_and_its_prefixes_reach_the_model(
     resumed = run_cli_in_process(train_main, conditional_flags(run, corpus, preset, 6))
     assert resumed.returncode == 0, resumed.stderr
     assert "from step 4" in resumed.stdout and json.load(open(run / "train_result.json"))["step"] == 6
+    # evaluate.py measures its likelihood on held-out lines, prefixed and tokenized as in training.
+    evaluated = run_cli_in_process(evaluate_main, ["--model_dir", str(run), "--max_batches", "1"])
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.load(open(run / "eval" / "metrics.json"))["metrics"]["nll"] > 0
 
 
 @pytest.mark.slow
