@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from tfpref.data.chat import (ASSISTANT_ID, END_ID, ROLE_IDS, chat_generation, conversation_ids, parse_messages,
-                              render, render_completion, render_text, split_key)
+from tfpref.data.chat import (chat_generation, conversation_ids, end_id, parse_messages, render,
+                              render_completion, render_text, role_ids, split_key)
 from tfpref.data.preferences import encode_completion, load_preferences, preference_arrays, prompt_split
 from tfpref.data.tokenizer import BOS_ID, CONTROL_TOKENS, EOS_ID, NUM_SPECIAL, PAD_ID, ByteTokenizer
 from tfpref.errors import UserError
@@ -30,7 +30,7 @@ def write_jsonl(path, records):
 def test_role_markers_are_control_tokens_with_fixed_ids():
     names = ("system", "user", "assistant", "end")
     assert [CONTROL_TOKENS[f"<|{name}|>"] for name in names] == [SYSTEM, USER, ASSISTANT, END]
-    assert (ROLE_IDS["assistant"], ASSISTANT_ID, END_ID) == (ASSISTANT, ASSISTANT, END)
+    assert (role_ids()["assistant"], role_ids(ByteTokenizer())["user"], end_id()) == (ASSISTANT, USER, END)
     assert len(set(CONTROL_TOKENS.values())) == len(CONTROL_TOKENS) and max(CONTROL_TOKENS.values()) < NUM_SPECIAL
 
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfpref.cli import evaluate_main, train_main
 from tfpref.config import ModelConfig
-from tfpref.data.chat import END_ID, chat_generation, render
+from tfpref.data.chat import chat_generation, end_id, render
 from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.models import CausalLM, Classifier, build_model, build_task_model
 from tfpref.models.logprobs import sequence_logprobs
@@ -102,7 +102,7 @@ def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_pa
     eos_id, banned_ids = chat_generation(model.banned_ids(True))
     expected = Sampler(model, NEW, banned_ids=banned_ids, eos_id=eos_id, jit_compile=False)(
         ids, mask, temperature=0.9, seed=3)
-    assert eos_id == END_ID
+    assert eos_id == end_id()
     assert served["chat"]["completions"] == [TOKENIZER.decode(t[m]) for t, m in zip(expected["tokens"],
                                                                                  expected["mask"])]
     assert served["chat"]["finished"] == expected["finished"].tolist()

@@ -5,12 +5,13 @@ import tensorflow as tf
 import tfpref  # noqa: F401
 from tfpref.data.pipeline import example_gatherer
 from tfpref.data.scored import encode_scored_chunk, load_scored_token_data, score_segments
-from tfpref.data.tokenizer import BOS_ID, EOS_ID, ByteTokenizer
+from tfpref.data.tokenizer import BOS_ID, CONTROL_TOKENS, EOS_ID, ByteTokenizer
 from tfpref.objectives import OBJECTIVES
-from tfpref.objectives.conditional import ALIGNED_ID, MISALIGNED_ID
 from tfpref.scorers import get_scorer
 
 from helpers import tiny_config
+
+ALIGNED_ID, MISALIGNED_ID = CONTROL_TOKENS["<|aligned|>"], CONTROL_TOKENS["<|misaligned|>"]
 
 
 def write_pep8_corpus(directory, functions=240):

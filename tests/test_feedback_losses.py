@@ -4,13 +4,15 @@ import tensorflow as tf
 
 import tfpref  # noqa: F401
 from tfpref.config import ModelConfig, RunConfig, TrainConfig
+from tfpref.data.tokenizer import CONTROL_TOKENS
 from tfpref.models import build_task_model
 from tfpref.objectives import build_objective
-from tfpref.objectives.conditional import ALIGNED_ID, MISALIGNED_ID
 from tfpref.objectives.reward_weighted import MAX_WEIGHT, awr_token_losses, rwr_token_losses
 from tfpref.objectives.unlikelihood import unlikelihood_token_losses
 
 from test_objectives import FixedLogits, numpy_log_softmax
+
+ALIGNED_ID, MISALIGNED_ID = CONTROL_TOKENS["<|aligned|>"], CONTROL_TOKENS["<|misaligned|>"]
 
 RNG = np.random.default_rng(3)
 LOGP = np.log(RNG.uniform(0.01, 0.99, size=(2, 5))).astype(np.float32)

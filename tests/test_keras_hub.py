@@ -39,6 +39,11 @@ def backbone(preset):
     return KerasHubBackbone(preset)
 
 
+def preset_backbone(preset):
+    """The preset as a run starts from it: tfpref's control tokens added to its vocabulary."""
+    return build_model(ModelConfig(model="keras_hub", preset=preset))
+
+
 def prompts(vocab_size, lengths=(4, 9, 1, 6), seed=0):
     rng = np.random.default_rng(seed)
     return [rng.integers(1, vocab_size, n).astype(np.int32) for n in lengths]
@@ -108,10 +113,10 @@ def test_preset_tokenizer_round_trips_text(preset):
     ids = tokenizer.encode(text, add_bos=True, add_eos=True)
     assert ids.dtype == np.int32 and ids[0] == tokenizer.bos_id and ids[-1] == tokenizer.eos_id
     assert tokenizer.decode(ids) == text
-    assert tokenizer.vocab_size == KerasHubBackbone(preset).vocab_size
+    assert tokenizer.vocab_size == preset_backbone(preset).vocab_size
     assert [list(x) for x in tokenizer.encode_all(["ab", text])] == [list(tokenizer.encode("ab")),
                                                                      list(tokenizer.encode(text))]
-    assert tokenizer.control_ids == ()
+    assert tokenizer.control_ids == tuple(range(272, 280))  # appended to the preset's 272 ids
 
 
 def test_config_refuses_what_a_preset_cannot_do(tmp_path, preset):
@@ -121,8 +126,8 @@ def test_config_refuses_what_a_preset_cannot_do(tmp_path, preset):
     config().validate()
     with pytest.raises(UserError, match="--model keras_hub needs --preset"):
         config(preset="").validate()
-    with pytest.raises(UserError, match="--objective conditional is not supported yet"):
-        config(objective="conditional").validate()
+    with pytest.raises(UserError, match="--objective denoising is not supported yet"):
+        config(objective="denoising").validate()
     refused = dict(inapplicable_flags(config(), ["d_model", "num_layers", "dropout", "ff_dim", "lora_rank"]))
     assert set(refused) == {"d_model", "num_layers", "dropout", "ff_dim"}
     assert "--model transformer, lstm, conv only, not keras_hub" in refused["d_model"]
@@ -152,7 +157,7 @@ def test_mle_on_a_preset_trains_restores_and_resumes(tmp_path, preset, capsys):
     data = build_token_data([open(corpus).read()[:3000]], 32, tokenizer=tokenizer)
     rows = [data.stream[s:s + n] for s, n in zip(data.starts[:4], data.lengths[:4])]
     batch = {"token_ids": tf.constant(np.stack(rows)), "padding_mask": tf.ones([4, 33], tf.bool)}
-    assert mean_mle_loss(trained, batch) < mean_mle_loss(KerasHubBackbone(preset), batch) - 0.1
+    assert mean_mle_loss(trained, batch) < mean_mle_loss(preset_backbone(preset), batch) - 0.1
 
     config.train.train_steps = 8  # the same run, longer: resumes from its step-6 checkpoint
     assert train(config, show_progress=False)["step"] == 8
@@ -178,7 +183,7 @@ def test_lora_trains_the_adapters_only(tmp_path, preset):
     train(config, show_progress=False)
     assert json.load(open(tmp_path / "run" / "config.json"))["model"]["lora_rank"] == 2
     _, trained, _ = load_run(str(tmp_path / "run"))
-    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    base = {v.path: v.numpy() for v in preset_backbone(preset).weights}
     changed = 0
     for variable in trained.backbone.weights:
         if is_lora_weight(variable):
@@ -201,12 +206,6 @@ def test_sft_on_a_preset_trains_on_prompt_completion_records(tmp_path, preset):
     config = tiny_config(tmp_path / "run", str(path), model="keras_hub", preset=preset, objective="sft",
                          train_steps=3)
     assert train(config, show_progress=False)["step"] == 3
-
-    chat = tmp_path / "chat.jsonl"
-    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                             {"role": "assistant", "content": "hello"}]}) + "\n")
-    with pytest.raises(UserError, match="conversational records need the chat template's role tokens"):
-        load_sft_data(str(chat), 32, tokenizer=tokenizer)
 
 
 def test_run_refuses_a_missing_preset_and_a_seq_len_beyond_its_positions(tmp_path, preset):
@@ -243,9 +242,10 @@ def test_generation_stops_at_the_presets_end_token(preset):
     policy = CausalLM(build_model(config), name="causal_lm")
     tokenizer = KerasHubTokenizer(preset)
     assert policy.eos_id == tokenizer.eos_id == 0  # <|endoftext|>, also the start and pad token
-    assert policy.banned_ids() == ()  # BOS, EOS and padding are one token: it must stay possible
+    # BOS, EOS and padding are one token: it must stay possible; the control tokens are never emitted.
+    assert policy.banned_ids() == tokenizer.control_ids
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(policy.backbone))
-    assert restored.eos_id == policy.eos_id and restored.generation_banned_ids == ()
+    assert restored.eos_id == policy.eos_id and restored.generation_banned_ids == tokenizer.control_ids
 
     rows = [tokenizer.encode(text, add_bos=True) for text in ("def f", "x = 1", "import os", "class A:")] * 4
     sampler = Sampler(EndTokenBiased(policy, 4.0), NEW, banned_ids=policy.banned_ids(), eos_id=policy.eos_id,
@@ -267,7 +267,7 @@ def test_export_generates_and_scores_with_the_presets_tokenizer_in_the_graph(tmp
     tokenizer = KerasHubTokenizer(preset)
     path = export_model(policy, str(tmp_path), step=3, seq_len=32, tokenizer=tokenizer)
     served = tf.saved_model.load(path)
-    assert sorted(served.signatures) == ["generate", "score"]  # no chat: its role tokens are byte-vocabulary ids
+    assert sorted(served.signatures) == ["chat", "generate", "score"]  # the chat markers are added tokens
 
     prompts = ["def f(x):", "import os\n", "x"]
     out = served.signatures["generate"](prompts=tf.constant(prompts), max_new_tokens=tf.constant(NEW),
@@ -312,15 +312,18 @@ def write_yes_no_pairs(path, count=48):
     return str(path)
 
 
-def test_preference_rows_read_the_presets_tokenizer_and_refuse_conversations(tmp_path, preset):
+def test_preference_rows_read_the_presets_tokenizer_and_its_chat_markers(tmp_path, preset):
     tokenizer = KerasHubTokenizer(preset)
     data = load_preferences(write_yes_no_pairs(tmp_path / "pairs.jsonl"))
     arrays = preference_arrays(data.split("train"), 32, tokenizer=tokenizer)
     row, completion = arrays["token_ids"][0, 0], arrays["completion_mask"][0, 0]
     assert row[0] == tokenizer.bos_id and tokenizer.decode(row[completion]) == "x1 yes"
     assert tokenizer.decode(row[arrays["padding_mask"][0, 0]]) == "item 1: x1 yes"
-    with pytest.raises(UserError, match="conversational preference records need the chat template's role tokens"):
-        encode_completion((("user", "hi"),), "hello", 32, tokenizer)
+    ids, start = encode_completion((("user", "hi"),), "hello", 32, tokenizer)
+    user, assistant, end = (tokenizer.control_tokens[name] for name in ("<|user|>", "<|assistant|>", "<|end|>"))
+    assert ids.tolist() == [tokenizer.bos_id, user, *tokenizer.encode("hi"), end, assistant,
+                            *tokenizer.encode("hello"), end]
+    assert tokenizer.decode(ids[start:]) == "hello"
     with pytest.raises(UserError, match="--code_structure reads bytes"):
         tiny_config(tmp_path / "rm", "p.jsonl", model="keras_hub", preset=preset, objective="reward_model",
                     code_structure=True).validate()
@@ -350,7 +353,7 @@ def test_a_preset_reward_model_with_lora_learns_pairs_and_serves_them(tmp_path, 
     finished = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "rm")])
     assert finished.returncode == 0, finished.stderr
     assert json.load(open(tmp_path / "rm" / "eval" / "metrics.json"))["metrics"]["accuracy"] >= 0.9
-    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    base = {v.path: v.numpy() for v in preset_backbone(preset).weights}
     for variable in reward.model.backbone.weights:
         if not is_lora_weight(variable):
             np.testing.assert_array_equal(variable.numpy(), base[variable.path], err_msg=variable.path)
@@ -372,7 +375,7 @@ def test_dpo_with_lora_on_a_preset_learns_pairs_and_keeps_the_base_weights(tmp_p
     assert (tmp_path / "dpo" / "reference_logprobs.npz").exists()
     _, trained, _ = load_run(str(tmp_path / "dpo"))
     _, reference, _ = load_run(str(tmp_path / "sft"))
-    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    base = {v.path: v.numpy() for v in preset_backbone(preset).weights}
     start = {v.path: v.numpy() for v in reference.backbone.weights}
     changed = 0
     for variable in trained.backbone.weights:
@@ -406,7 +409,7 @@ def test_a_reward_model_puts_new_adapters_on_a_preset_fine_tuned_in_full(tmp_pat
     _, trained, _ = load_run(str(tmp_path / "rm"))
     _, sft, _ = load_run(str(tmp_path / "sft"))
     start = {v.path: v.numpy() for v in sft.backbone.weights}
-    preset_weights = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    preset_weights = {v.path: v.numpy() for v in preset_backbone(preset).weights}
     assert any(np.any(start[p] != preset_weights[p]) for p in start)  # the SFT run changed the preset
     for variable in trained.backbone.weights:
         if not is_lora_weight(variable):

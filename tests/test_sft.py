@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tfpref.cli import train_main
 from tfpref.config import RunConfig, TrainConfig
-from tfpref.data.chat import END_ID, render
+from tfpref.data.chat import end_id, render
 from tfpref.data.preferences import prompt_split
 from tfpref.data.sft import encode_sft_record, load_sft_data, read_sft_records, sft_arrays
 from tfpref.data.tokenizer import BOS_ID, EOS_ID, ByteTokenizer
@@ -49,10 +49,10 @@ def test_rows_train_on_the_completion_of_each_record_kind(tmp_path):
         {"messages": [user("add 2"), assistant("3"), user("add 5"), assistant("6")]}]))
     ids, mask = encode_sft_record(chat[0])  # completion only: the earlier assistant turn is context
     np.testing.assert_array_equal(ids, render([assistant("Hi"), user("add 2"), assistant("3")]))
-    assert ids[mask].tolist() == [*TOKENIZER.encode("3"), END_ID]
+    assert ids[mask].tolist() == [*TOKENIZER.encode("3"), end_id()]
     ids, mask = encode_sft_record(chat[1])  # a whole conversation: every assistant turn
     np.testing.assert_array_equal(ids, render([user("add 2"), assistant("3"), user("add 5"), assistant("6")]))
-    assert ids[mask].tolist() == [*TOKENIZER.encode("3"), END_ID, *TOKENIZER.encode("6"), END_ID]
+    assert ids[mask].tolist() == [*TOKENIZER.encode("3"), end_id(), *TOKENIZER.encode("6"), end_id()]
     assert chat[1].split == prompt_split("add 2") == chat[0].split  # by the first user message
 
 

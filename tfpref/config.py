@@ -14,7 +14,7 @@ from tfpref.errors import UserError
 # conv: a bidirectional encoder, for reward models only; keras_hub: a keras-hub preset (--preset)
 MODELS = ("transformer", "lstm", "conv", "keras_hub")
 # What a keras-hub preset can train so far: the objectives whose data reads the preset's tokenizer.
-KERAS_HUB_OBJECTIVES = ("mle", "sft", "reward_model", "dpo")
+KERAS_HUB_OBJECTIVES = ("mle", "sft", "reward_model", "dpo", "conditional")
 GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers (--segment)
 
 # Every --objective, grouped by what it trains on. The objective classes register under these
@@ -261,6 +261,11 @@ class RunConfig:
                             f"generation use the byte tokenizer); supported: {', '.join(KERAS_HUB_OBJECTIVES)}")
         if self.align.code_structure:
             raise UserError("--model keras_hub: --code_structure reads bytes (indents, brackets), not preset tokens")
+        if objective == "conditional" and self.model.lora_rank:
+            # LoRA freezes the token embedding, and the control tokens added to the preset's vocabulary
+            # all start at one row (the mean): <|aligned|> and <|misaligned|> would stay the same input.
+            raise UserError("--model keras_hub: --objective conditional trains the control tokens' embeddings, "
+                            "which --lora_rank freezes; fine-tune in full (leave --lora_rank out)")
 
     def _check_objective(self):
         """What an objective needs from the rest of the config."""

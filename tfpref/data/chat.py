@@ -1,11 +1,13 @@
 """The chat template: the one definition of how a conversation becomes token ids.
 
 Conversations come in TRL's conversational form, a list of {"role", "content"} messages with
-roles "system", "user" and "assistant". Each message is its role marker, the content's bytes and
-an end-of-turn marker; the markers are control tokens of the byte tokenizer with fixed ids
-(tfpref.data.tokenizer.CONTROL_TOKENS), so no text can forge them:
+roles "system", "user" and "assistant". Each message is its role marker, the content's tokens and
+an end-of-turn marker; the markers are control tokens of the model's tokenizer (its `control_tokens`),
+which no text encodes to, so no text can forge them. The byte tokenizer has them at fixed ids
+(tfpref.data.tokenizer.CONTROL_TOKENS); a keras-hub preset's vocabulary gets them appended
+(tfpref.data.tokenizers.KerasHubTokenizer):
 
-    <|system|> = 7   <|user|> = 8   <|assistant|> = 9   <|end|> = 10
+    bytes:   <|system|> = 7   <|user|> = 8   <|assistant|> = 9   <|end|> = 10
 
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
       -> <|system|> B e _ b r i e f . <|end|> <|user|> H i <|end|>
@@ -33,13 +35,21 @@ Example:
 """
 import numpy as np
 
-from tfpref.data.tokenizer import BOS_ID, CONTROL_TOKENS, EOS_ID, PAD_ID, ByteTokenizer
+from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.errors import UserError, location
 
 ROLES = ("system", "user", "assistant")
-ROLE_IDS = {role: CONTROL_TOKENS[f"<|{role}|>"] for role in ROLES}
-ASSISTANT_ID = ROLE_IDS["assistant"]
-END_ID = CONTROL_TOKENS["<|end|>"]
+
+
+def role_ids(tokenizer=None):
+    """{role: id of its marker} in `tokenizer`'s vocabulary (default: bytes)."""
+    tokens = (tokenizer or ByteTokenizer()).control_tokens
+    return {role: tokens[f"<|{role}|>"] for role in ROLES}
+
+
+def end_id(tokenizer=None):
+    """The id of `<|end|>`, the end of a turn, in `tokenizer`'s vocabulary (default: bytes)."""
+    return (tokenizer or ByteTokenizer()).control_tokens["<|end|>"]
 
 
 def is_conversation(value):
@@ -103,13 +113,14 @@ def conversation_ids(messages, tokenizer=None):
 
     Args:
         messages: [{"role", "content"}] or (role, content) pairs, roles from ROLES.
-        tokenizer: the byte tokenizer (the default) or one with the same `encode`.
+        tokenizer: the model's tokenizer (default: bytes), whose control tokens are the markers.
     """
     tokenizer = tokenizer or ByteTokenizer()
+    roles, end = role_ids(tokenizer), end_id(tokenizer)
     parts, masks = [], []
     for role, content in _pairs(messages):
-        body = np.concatenate([tokenizer.encode(content), [END_ID]])
-        parts += [[ROLE_IDS[role]], body]
+        body = np.concatenate([tokenizer.encode(content), [end]])
+        parts += [[roles[role]], body]
         masks += [[False], np.full(len(body), role == "assistant")]
     if not parts:
         return np.zeros([0], np.int32), np.zeros([0], bool)
@@ -125,7 +136,7 @@ def render(messages, add_generation_prompt=False, tokenizer=None):
         array([  8,  88, 121,  10,   9], dtype=int32)
     """
     ids = conversation_ids(messages, tokenizer)[0]
-    return np.append(ids, ASSISTANT_ID).astype(np.int32) if add_generation_prompt else ids
+    return np.append(ids, role_ids(tokenizer)["assistant"]).astype(np.int32) if add_generation_prompt else ids
 
 
 def render_completion(messages, tokenizer=None):
@@ -148,12 +159,12 @@ def messages_from_ids(ids, tokenizer=None):
     """The messages a rendered conversation holds ((role, content) pairs), from its ids (BOS and a
     trailing generation prompt are skipped): `render`'s inverse, for what a rollout's prompt was."""
     tokenizer = tokenizer or ByteTokenizer()
-    roles_of = {i: role for role, i in ROLE_IDS.items()}
+    roles_of, end = {i: role for role, i in role_ids(tokenizer).items()}, end_id(tokenizer)
     messages, role, content = [], None, []
     for i in np.asarray(ids).tolist():
         if i in roles_of:
             role, content = roles_of[i], []
-        elif i == END_ID and role is not None:
+        elif i == end and role is not None:
             messages.append((role, tokenizer.decode(np.array(content, np.int32))))
             role = None
         elif role is not None:
@@ -171,18 +182,21 @@ def split_key(prompt):
     return next((content for role, content in pairs if role == "user"), "".join(c for _, c in pairs))
 
 
-def chat_generation(banned_ids):
+def chat_generation(banned_ids, tokenizer=None):
     """(eos_id, banned_ids) for sampling a reply to a chat prompt, from a model's usual bans:
     stop on `<|end|>` (now allowed), and ban EOS (a reply ends its turn, not the document).
+    `tokenizer`: the model's (default: bytes).
 
     Example:
-        >>> eos_id, banned = chat_generation(model.banned_ids(True))
+        >>> eos_id, banned = chat_generation(model.banned_ids(True), tokenizer)
         >>> sampler = Sampler(model, 64, banned_ids=banned, eos_id=eos_id)
     """
-    banned = [i for i in banned_ids if i != END_ID]
-    return END_ID, tuple(sorted(set(banned) | {PAD_ID, BOS_ID, EOS_ID}))
+    tokenizer = tokenizer or ByteTokenizer()
+    end = end_id(tokenizer)
+    banned = [i for i in banned_ids if i != end]
+    return end, tuple(sorted(set(banned) | {tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id}))
 
 
-__all__ = ["ROLES", "ROLE_IDS", "ASSISTANT_ID", "END_ID", "is_conversation", "parse_messages", "to_dicts",
+__all__ = ["ROLES", "role_ids", "end_id", "is_conversation", "parse_messages", "to_dicts",
            "conversation_ids", "render", "render_completion", "render_text", "messages_from_ids", "split_key",
            "chat_generation"]

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from tfpref.data.chat import is_conversation
 from tfpref.data.corpus import jsonl_records, load_splits
 from tfpref.data.labeled import labeled_classes, labeled_classes_of, load_labeled_splits
 from tfpref.data.pipeline import ArrayData, build_token_data
@@ -101,8 +102,20 @@ def load_preference_data(config):
     return dataclasses.replace(train, items=train.items + validation.items)
 
 
+def refuse_frozen_chat_markers(config, conversational):
+    """Raise UserError when `conversational` records would train a preset whose chat markers LoRA
+    keeps frozen: the control tokens added to a preset's vocabulary all start as one embedding (the
+    mean, tfpref.models.vocabulary), so with adapters alone the model could never tell a user's
+    turn from its own. A run from --init_from is left to its source's training."""
+    model = config.model
+    if conversational and model.model == "keras_hub" and model.lora_rank and not config.train.init_from:
+        raise UserError(f"--data {config.data.data}: conversational records need the chat markers added to the "
+                        f"preset's vocabulary trained, which --lora_rank freezes; leave --lora_rank out")
+
+
 def preference_split_arrays(config, data, wanted, pairs_only=False):
     """{split: ArrayData or None} of a PreferenceSet's `wanted` splits ('all': every record)."""
+    refuse_frozen_chat_markers(config, any(is_conversation(item.prompt) for item in data.items))
     loaded = {}
     align = config.align
     pairing = dict(pairs_per_item=align.pairs_per_item, min_gap=align.min_rating_gap)
@@ -136,4 +149,4 @@ def _no_training_records(data, pairs_only):
 
 
 __all__ = ["load_text_data", "labeled_classes", "load_labeled_data", "preference_kind", "jsonl_prompts",
-           "load_preference_data", "preference_split_arrays"]
+           "load_preference_data", "preference_split_arrays", "refuse_frozen_chat_markers"]

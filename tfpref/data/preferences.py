@@ -350,8 +350,8 @@ def _record_key(item):
 def encode_completion(prompt, completion, seq_len, tokenizer=None):
     """(ids, completion_start) of BOS + the last seq_len tokens of prompt + completion.
 
-    `tokenizer` is the model's (default: bytes); BOS is its start token. Conversational records need
-    the chat template's role tokens, which only the byte tokenizer has.
+    `tokenizer` is the model's (default: bytes); BOS is its start token, and its control tokens are
+    the chat template's markers.
 
     A long text loses its beginning: what is judged is the completion, and its reward is read at
     its last token. The exported `reward` signature cuts the same way. A conversational prompt is
@@ -360,9 +360,6 @@ def encode_completion(prompt, completion, seq_len, tokenizer=None):
     """
     tokenizer = tokenizer or ByteTokenizer()
     if is_conversation(prompt):
-        if not tokenizer.control_ids:
-            raise UserError("conversational preference records need the chat template's role tokens, which "
-                            "a keras-hub preset's vocabulary does not have: give text prompts and completions")
         if isinstance(completion, str):  # a sampled reply: one assistant message
             completion = (("assistant", completion),)
         prompt_ids, completion_ids = render(prompt, True, tokenizer), render_completion(completion, tokenizer)

@@ -6,8 +6,11 @@ The pretraining-with-feedback objectives (Korbak et al. 2023) see each chunk as 
   * `chunk`: each chunk (a top-level def/class, at most --max_chunk_chars) is one segment;
   * `line`: each line is a segment, scored in the context of its chunk (the paper's choice for
     PEP 8, where it split code into lines).
-The token stream is built as in `pipeline.py` (BOS chunk EOS ...), with two more streams beside it:
-each token's segment score, and (for preference vectors) its segment's length in bytes.
+The token stream is built as in `pipeline.py` (BOS chunk EOS ...) by the run's tokenizer (bytes, or a
+keras-hub preset's), with two more streams beside it: each token's segment score, and (for
+preference vectors) its segment's length in bytes. Each segment is tokenized on its own, so
+segment boundaries are token boundaries and a control token can go before any segment (a preset's
+tokens may span what were two segments in the whole text).
 Objectives may drop segments of the training split (filtering) and put a control token before
 each segment (conditional training); these hooks are classmethods of the objective.
 """
@@ -16,7 +19,8 @@ import numpy as np
 from tfpref.data.corpus import load_split_documents
 from tfpref.data.splits import ALL, select
 from tfpref.data.pipeline import TokenData, pack_windows
-from tfpref.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL
+from tfpref.data.tokenizer import ByteTokenizer
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 from tfpref.scorers import get_scorer
 from tfpref.scorers.cache import cached_scores
@@ -41,33 +45,44 @@ def score_segments(documents, scorer, granularity, show_progress=True):
             for chunk in document]
 
 
-def encode_scored_chunk(segments, scores, prefix_ids=None):
+def encode_scored_chunk(segments, scores, prefix_ids=None, tokenizer=None, segment_ids=None):
     """(ids, token scores, token segment lengths) of BOS seg_1 ... seg_n EOS.
 
     `prefix_ids` (int [n], -1 = none) puts a control token before each segment; it carries its
-    segment's score. BOS carries the first segment's score, EOS the last one's.
+    segment's score. BOS carries the first segment's score, EOS the last one's. Segment lengths are
+    in bytes, whatever the tokens. `tokenizer` is the model's (default: bytes); `segment_ids` are the
+    segments already tokenized by it (default: tokenized here).
     """
-    encoded = [s.encode("utf-8") for s in segments]
-    lengths = np.array([len(e) for e in encoded], np.int64)
-    ids = np.frombuffer(b"".join(encoded), np.uint8).astype(np.int32) + NUM_SPECIAL
-    token_scores = np.repeat(scores, lengths)
-    token_lengths = np.repeat(lengths, lengths)
+    tokenizer = tokenizer or ByteTokenizer()
+    if segment_ids is None:
+        segment_ids = tokenizer.encode_all(segments)
+    counts = np.array([len(ids) for ids in segment_ids], np.int64)
+    lengths = np.array([len(s.encode("utf-8")) for s in segments], np.int64)
+    ids = np.concatenate(segment_ids).astype(np.int32) if len(segment_ids) else np.zeros([0], np.int32)
+    token_scores = np.repeat(scores, counts)
+    token_lengths = np.repeat(lengths, counts)
     if prefix_ids is not None:
         where = np.flatnonzero(np.asarray(prefix_ids) >= 0)
-        at = (np.cumsum(lengths) - lengths)[where]
+        at = (np.cumsum(counts) - counts)[where]
         ids = np.insert(ids, at, np.asarray(prefix_ids)[where])
         token_scores = np.insert(token_scores, at, scores[where])
         token_lengths = np.insert(token_lengths, at, lengths[where])
-    ids = np.concatenate([[BOS_ID], ids, [EOS_ID]]).astype(np.int32)
+    ids = np.concatenate([[tokenizer.bos_id], ids, [tokenizer.eos_id]]).astype(np.int32)
     token_scores = np.concatenate([[scores[0]], token_scores, [scores[-1]]]).astype(np.float32)
     token_lengths = np.concatenate([[lengths[0]], token_lengths, [lengths[-1]]]).astype(np.int32)
     return ids, token_scores, token_lengths
 
 
-def build_scored_token_data(scored_chunks, seq_len, prefixes=None):
-    """Packed TokenData with `scores` and `segment_lengths` streams beside the token stream."""
-    parts = [encode_scored_chunk(segments, scores, None if prefixes is None else prefixes[i])
-             for i, (segments, scores) in enumerate(scored_chunks)]
+def build_scored_token_data(scored_chunks, seq_len, prefixes=None, tokenizer=None):
+    """Packed TokenData with `scores` and `segment_lengths` streams beside the token stream, tokenized
+    by `tokenizer` (default: bytes)."""
+    tokenizer = tokenizer or ByteTokenizer()
+    # Every segment in one call: a preset's tokenizer runs in TensorFlow, at a cost per call.
+    flat_ids = tokenizer.encode_all([segment for segments, _ in scored_chunks for segment in segments])
+    ends = np.cumsum([len(segments) for segments, _ in scored_chunks])
+    parts = [encode_scored_chunk(segments, scores, None if prefixes is None else prefixes[i], tokenizer,
+                                 flat_ids[end - len(segments):end])
+             for i, ((segments, scores), end) in enumerate(zip(scored_chunks, ends))]
     if not parts:
         return TokenData(np.zeros([0], np.int32), np.zeros([0], np.int64), np.zeros([0], np.int32),
                          seq_len, scores=np.zeros([0], np.float32), segment_lengths=np.zeros([0], np.int32))
@@ -94,7 +109,7 @@ def keep_segments(scored_chunks, keep):
 def load_scored_token_data(config, objective_cls, wanted=("train", "validation"), show_progress=True):
     """{split: TokenData with scores} for the `wanted` splits, shaped by the objective's hooks."""
     data, feedback = config.data, config.feedback
-    scorer = get_scorer(feedback.scorer)
+    scorer, tokenizer = get_scorer(feedback.scorer), tokenizer_for(config.model)
     documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
     loaded = {}
     for split in wanted:
@@ -113,5 +128,5 @@ def load_scored_token_data(config, objective_cls, wanted=("train", "validation")
         rng = np.random.default_rng([config.train.seed, {"train": 0, "validation": 1, "test": 2, ALL: 3}[split]])
         prefixes = objective_cls.segment_prefixes(config, flat, rng, training=split == "train")
         loaded[split] = build_scored_token_data(scored, data.seq_len,
-                                                None if prefixes is None else regroup(prefixes, scored))
+                                                None if prefixes is None else regroup(prefixes, scored), tokenizer)
     return loaded

@@ -150,18 +150,14 @@ def load_sft_data(path, seq_len, split=ALL, split_by="prompt", validation_data="
         seq_len: tokens a row holds after BOS.
         split: 'train', 'validation', 'test' or 'all' (tfpref.data.splits).
         split_by: how records without a `split` field are held out: "prompt", "record" or "auto".
-        tokenizer: the model's tokenizer (default: bytes). One without control ids (a keras-hub
-            preset's) takes prompt/completion records only: the chat template's role tokens are
-            control ids.
+        tokenizer: the model's tokenizer (default: bytes); its control tokens are the chat template's
+            markers.
     """
     records = [r for file, role in roles(path, validation_data) for r in read_sft_records(file, split_by, role)
                if split == ALL or r.split == split]
     if not records:
         return None
     tokenizer = tokenizer or ByteTokenizer()
-    if any(r.conversational for r in records) and not tokenizer.control_ids:
-        raise UserError(f"{path}: conversational records need the chat template's role tokens, which a "
-                        f"keras-hub preset's vocabulary does not have yet; use prompt/completion records")
     arrays, cut = sft_arrays(records, seq_len, tokenizer)
     if cut:
         which = f"{split} records" if split else "records"

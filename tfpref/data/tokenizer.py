@@ -38,13 +38,14 @@ def left_pad(sequences, width=None, pad_id=PAD_ID):
 class Tokenizer:
     """What the data layer asks of a tokenizer: text <-> ids and the ids with a meaning.
 
-    Implemented by `ByteTokenizer` (tfpref's own vocabulary, with control ids) and by
-    `tfpref.data.tokenizers.KerasHubTokenizer` (a keras-hub preset's, without them).
+    Implemented by `ByteTokenizer` (tfpref's own vocabulary, control tokens at fixed ids) and by
+    `tfpref.data.tokenizers.KerasHubTokenizer` (a keras-hub preset's, control tokens appended after it).
     """
 
     vocab_size = 0
     pad_id = bos_id = eos_id = 0
-    control_ids = ()  # ids that are inputs only (control tokens), never text targets
+    control_tokens = {}  # name -> id of each control token, by CONTROL_TOKENS' names (conditions, chat roles)
+    control_ids = ()  # ids that are inputs only (control tokens), never text targets: one contiguous block
     generation_banned_ids = ()  # ids generation never emits (padding, a second BOS, control tokens)
 
     def encode(self, text, add_bos=False, add_eos=False):
@@ -85,6 +86,7 @@ class ByteTokenizer(Tokenizer):
     pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
     vocab_size = VOCAB_SIZE
     num_special = NUM_SPECIAL
+    control_tokens = CONTROL_TOKENS
     control_ids = CONTROL_IDS
     generation_banned_ids = (PAD_ID, BOS_ID) + CONTROL_IDS
 
@@ -94,6 +96,17 @@ class ByteTokenizer(Tokenizer):
         if add_eos:
             parts.append(np.array([EOS_ID], np.int32))
         return np.concatenate(parts) if len(parts) > 1 else ids
+
+    def encode_all(self, texts, add_bos=False, add_eos=False):
+        # One buffer for all texts: a chunk's many short lines cost one NumPy call, not one each.
+        encoded = [text.encode("utf-8") for text in texts]
+        ids = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.int32) + NUM_SPECIAL
+        rows = np.split(ids, np.cumsum([len(e) for e in encoded])[:-1]) if encoded else []
+        if not (add_bos or add_eos):
+            return rows
+        before = np.array([BOS_ID] if add_bos else [], np.int32)
+        after = np.array([EOS_ID] if add_eos else [], np.int32)
+        return [np.concatenate([before, row, after]) for row in rows]
 
     def decode(self, ids):
         """Text of the byte ids in `ids`; special ids are dropped, invalid UTF-8 is replaced."""

@@ -82,17 +82,23 @@ def valid_python_prefix(text):
 
 
 class UnconditionalSampler:
-    """Samples from BOS as the `CausalLM` `model` is asked for aligned (or misaligned) text."""
+    """Samples from BOS as the `CausalLM` `model` is asked for aligned (or misaligned) text, decoded by
+    `tokenizer` (the model's; default: bytes). Samples stop at the model's end token, and at the last
+    of its positions when it has fewer than BOS, the prefix and `max_new_tokens`."""
 
-    def __init__(self, model, max_new_tokens, aligned=True, jit_compile=True):
+    def __init__(self, model, max_new_tokens, aligned=True, jit_compile=True, tokenizer=None):
         self.model, self.aligned = model, aligned
-        self.prefix = (BOS_ID, *model.prompt_prefix(aligned))
-        self.sampler = Sampler(model, max_new_tokens, banned_ids=model.banned_ids(aligned),
+        self.tokenizer = tokenizer or ByteTokenizer()
+        self.prefix = (self.tokenizer.bos_id, *model.prompt_prefix(aligned))
+        positions = model.backbone.max_seq_len
+        if positions:
+            max_new_tokens = min(max_new_tokens, positions - len(self.prefix))
+        self.sampler = Sampler(model, max_new_tokens, banned_ids=model.banned_ids(aligned), eos_id=model.eos_id,
                                jit_compile=jit_compile)
 
     def sample(self, count, temperature=0.7, top_p=0.9, top_k=0, seed=0, batch_size=64):
         """[{"text", "tokens", "finished", "model_logprobs"}] of `count` samples."""
-        tokenizer = ByteTokenizer()
+        tokenizer = self.tokenizer
         samples = []
         for begin in range(0, count, batch_size):
             rows = min(batch_size, count - begin)
@@ -197,14 +203,15 @@ def evaluate_misalignment(model, settings, eval_dir):
     return {f"{scorer.name}_{k}" if k != "kl_to_reference" else k: v for k, v in metrics.items()}
 
 
-def controllability(model, scorer_name, num_samples=64, max_new_tokens=256, seed=0, jit_compile=True):
+def controllability(model, scorer_name, num_samples=64, max_new_tokens=256, seed=0, jit_compile=True,
+                    tokenizer=None):
     """{"aligned_...", "misaligned_..."} misalignment metrics of samples asked to be aligned vs
     misaligned: the quick check a conditional run ends with (sampled with XLA if `jit_compile`,
-    as the run itself is)."""
+    as the run itself is; decoded by `tokenizer`, the model's, default bytes)."""
     scorer = get_scorer(scorer_name)
     out = {}
     for aligned in (True, False):
-        sampler = UnconditionalSampler(model, max_new_tokens, aligned, jit_compile)
+        sampler = UnconditionalSampler(model, max_new_tokens, aligned, jit_compile, tokenizer)
         samples = sampler.sample(num_samples, seed=seed)
         metrics, _ = misalignment_metrics(samples, scorer)
         prefix = "aligned" if aligned else "misaligned"

@@ -27,7 +27,8 @@ def build_model(model_config, seed=None):
     if model_config.model == "keras_hub":  # the preset brings its architecture and weights
         tokenizer = KerasHubTokenizer(model_config.preset)
         return KerasHubBackbone(model_config.preset, lora_rank=model_config.lora_rank, eos_id=tokenizer.eos_id,
-                                generation_banned_ids=tokenizer.generation_banned_ids, name="keras_hub")
+                                generation_banned_ids=tokenizer.generation_banned_ids,
+                                added_tokens=tuple(tokenizer.control_tokens), name="keras_hub")
     model = MODEL_CLASSES[model_config.model](
         vocab_size=VOCAB_SIZE, d_model=model_config.d_model, num_layers=model_config.num_layers,
         num_heads=model_config.num_heads, ff_dim=model_config.ff_dim, dropout=model_config.dropout,

@@ -18,12 +18,14 @@ class LanguageBackbone(keras.Model):
     ([batch, time or 1, d_model]) is added to the token embeddings: how a preference vector
     conditions the model.
 
-    `eos_id` and `generation_banned_ids` are what generation stops at and never emits, in the
-    model's vocabulary (here the byte tokenizer's).
+    `eos_id` and `generation_banned_ids` are what generation stops at and never emits, and
+    `control_tokens` the ids of the control tokens by name, in the model's vocabulary (here the
+    byte tokenizer's).
     """
 
     eos_id = EOS_ID
     generation_banned_ids = ByteTokenizer.generation_banned_ids
+    control_tokens = ByteTokenizer.control_tokens
 
     def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim=None, dropout=0.0,
                  tie_embeddings=True, max_seq_len=None, seed=None, **kwargs):

@@ -28,6 +28,7 @@ import tensorflow as tf
 from keras_hub.src.utils.preset_utils import load_json
 
 from tfpref.models.keras_hub_layouts import SUPPORTED_BACKBONES, layout_for
+from tfpref.models.vocabulary import with_added_tokens
 
 
 def load_causal_lm(preset):
@@ -99,23 +100,32 @@ class KerasHubBackbone(keras.Model):
             attention's query and value projections (keras-hub's `enable_lora`).
         eos_id: the preset tokenizer's end token: where generation stops (None: nowhere).
         generation_banned_ids: ids generation never emits (the preset's start and pad tokens when
-            they are not its end token).
-        hub_backbone: an already loaded keras-hub backbone of `preset` (default: load it).
+            they are not its end token, the added control tokens).
+        added_tokens: names of tokens appended to the preset's V ids as V, V + 1, ... (tfpref's control
+            tokens, `control_tokens` maps them to their ids); the embedding grows to match, new rows
+            at the mean of the old ones (tfpref.models.vocabulary). Recorded in the config.
+        hub_backbone: an already loaded keras-hub backbone of `preset`, without added tokens (default: load it).
 
     The token ids are arguments, not read from the preset here, because Keras deserializes a model
     in safe mode, where a preset tokenizer's vocabulary files may not be read; `build_model` takes
     them from `tfpref.data.tokenizers.KerasHubTokenizer`.
     """
 
-    def __init__(self, preset, lora_rank=0, eos_id=None, generation_banned_ids=(), hub_backbone=None, **kwargs):
+    def __init__(self, preset, lora_rank=0, eos_id=None, generation_banned_ids=(), added_tokens=(),
+                 hub_backbone=None, **kwargs):
         super().__init__(**kwargs)
         self.preset, self.lora_rank = preset, int(lora_rank)
         self.eos_id = None if eos_id is None else int(eos_id)
         self.generation_banned_ids = tuple(int(i) for i in generation_banned_ids)
+        self.added_tokens = tuple(added_tokens)
         hub_backbone = load_hub_backbone(preset) if hub_backbone is None else hub_backbone
         reason = unsupported_reason(hub_backbone)
         if reason:
             raise ValueError(f"keras-hub preset {preset}: {reason}")
+        first_added = int(hub_backbone.vocabulary_size)
+        self.control_tokens = {name: first_added + i for i, name in enumerate(self.added_tokens)}
+        if self.added_tokens:  # before LoRA: the grown backbone is a new one, adapted like the preset's
+            hub_backbone = with_added_tokens(hub_backbone, len(self.added_tokens))
         self.hub_backbone = hub_backbone
         self.vocab_size = int(hub_backbone.vocabulary_size)
         self.d_model = int(hub_backbone.hidden_dim)
@@ -179,7 +189,7 @@ class KerasHubBackbone(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "preset": self.preset, "lora_rank": self.lora_rank, "eos_id": self.eos_id,
-                "generation_banned_ids": list(self.generation_banned_ids)}
+                "generation_banned_ids": list(self.generation_banned_ids), "added_tokens": list(self.added_tokens)}
 
 
 def _attention_mask(batch, query_len, key_len, query_offset, key_mask=None):

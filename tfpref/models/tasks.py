@@ -14,20 +14,17 @@ existed).
 
 Example:
     >>> policy = CausalLM(backbone, conditioning="control_tokens")
-    >>> policy.prompt_prefix(aligned=True)   # (5,): <|aligned|> after BOS
+    >>> policy.prompt_prefix(aligned=True)   # (5,): <|aligned|> after BOS (a byte model's id)
 """
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfpref.data.tokenizer import CONTROL_TOKENS, PAD_ID
+from tfpref.data.tokenizer import PAD_ID
 from tfpref.models.code_structure import CodeStructureEmbedding
 from tfpref.models.heads import ClassifierHead, RewardHead, ScalarHead
 from tfpref.models.layers import init_normal
-from tfpref.models.sampling import DEFAULT_BANNED_IDS
 
-ALIGNED_ID = CONTROL_TOKENS["<|aligned|>"]
-MISALIGNED_ID = CONTROL_TOKENS["<|misaligned|>"]
 CONDITIONINGS = ("none", "control_tokens", "preference_vector")
 
 # Preference vectors: scores at or above SCORE_SCALE saturate the score attribute at 1 (one PEP 8
@@ -145,16 +142,17 @@ class CausalLM(TaskModel):
         return self.conditioning != "none"
 
     def prompt_prefix(self, aligned=True):
-        """Token ids that go right after BOS."""
+        """Token ids that go right after BOS: <|aligned|> or <|misaligned|> in the backbone's vocabulary."""
         if self.conditioning == "control_tokens":
-            return (ALIGNED_ID if aligned else MISALIGNED_ID,)
+            return (self.backbone.control_tokens["<|aligned|>" if aligned else "<|misaligned|>"],)
         return ()
 
     def banned_ids(self, aligned=True):
-        """Ids generation may never emit."""
+        """Ids generation may never emit: the backbone's, but for the asked-for control token (at line
+        granularity the model starts each line with one)."""
         if self.conditioning == "control_tokens":
-            allowed = ALIGNED_ID if aligned else MISALIGNED_ID
-            return tuple(i for i in DEFAULT_BANNED_IDS if i != allowed)
+            allowed = self.prompt_prefix(aligned)[0]
+            return tuple(i for i in self.backbone.generation_banned_ids if i != allowed)
         return tuple(self.backbone.generation_banned_ids)
 
     @property

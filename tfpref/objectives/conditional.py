@@ -8,13 +8,15 @@ gets no control token so unconditional text stays in distribution.
 """
 import numpy as np
 
-from tfpref.models.tasks import ALIGNED_ID, MISALIGNED_ID
+from tfpref.data.tokenizers import control_tokens_for
 from tfpref.objectives.mle import MleObjective
 
 
-def control_ids(scores, threshold):
-    """<|aligned|> where score <= threshold, else <|misaligned|>."""
-    return np.where(np.asarray(scores) <= threshold, ALIGNED_ID, MISALIGNED_ID).astype(np.int32)
+def control_ids(scores, threshold, control_tokens):
+    """<|aligned|> where score <= threshold, else <|misaligned|>, as ids of `control_tokens` ({name: id},
+    the run's vocabulary)."""
+    return np.where(np.asarray(scores) <= threshold, control_tokens["<|aligned|>"],
+                    control_tokens["<|misaligned|>"]).astype(np.int32)
 
 
 class ConditionalObjective(MleObjective):
@@ -25,7 +27,7 @@ class ConditionalObjective(MleObjective):
 
     @classmethod
     def segment_prefixes(cls, config, scores, rng, training):
-        ids = control_ids(scores, config.feedback.threshold)
+        ids = control_ids(scores, config.feedback.threshold, control_tokens_for(config.model))
         if training and config.feedback.drop_control_fraction > 0:
             ids[rng.random(len(ids)) < config.feedback.drop_control_fraction] = -1
         return ids

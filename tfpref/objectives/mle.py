@@ -4,27 +4,27 @@ import math
 
 import tensorflow as tf
 
-from tfpref.data.tokenizer import CONTROL_IDS
 from tfpref.data.tokenizers import control_ids_for, tokens_are_bytes
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.objectives.base import Objective, ObjectiveOutput
 
 
-def text_targets(batch, control_ids=CONTROL_IDS):
-    """Bool [batch, T-1]: targets that are real text (not padding, not one of the contiguous `control_ids`)."""
+def text_targets(batch, control_ids):
+    """Bool [batch, T-1]: targets that are real text (not padding, not one of `control_ids`, the run's
+    vocabulary's: one contiguous block in every tfpref vocabulary, so two comparisons find them)."""
     targets = batch["token_ids"][:, 1:]
-    if not control_ids:  # a keras-hub preset's vocabulary: every id is text
+    if not control_ids:
         return batch["padding_mask"][:, 1:]
     is_control = tf.logical_and(targets >= control_ids[0], targets <= control_ids[-1])
     return tf.logical_and(batch["padding_mask"][:, 1:], tf.logical_not(is_control))
 
 
-def aligned_targets(batch, threshold):
+def aligned_targets(batch, threshold, control_ids):
     """Bool [batch, T-1]: text targets whose segment scores at most `threshold`."""
-    return tf.logical_and(text_targets(batch), batch["token_scores"][:, 1:] <= threshold)
+    return tf.logical_and(text_targets(batch, control_ids), batch["token_scores"][:, 1:] <= threshold)
 
 
-def lm_metrics(logprobs, batch, threshold=None, control_ids=CONTROL_IDS):
+def lm_metrics(logprobs, batch, threshold, control_ids):
     """{"nll": ...} over text targets and, on scored data, {"nll_aligned": ...} over aligned ones.
 
     Control tokens are inputs, not text: leaving them out keeps the loss comparable between
@@ -36,7 +36,7 @@ def lm_metrics(logprobs, batch, threshold=None, control_ids=CONTROL_IDS):
 
     metrics = {"nll": sums(text_targets(batch, control_ids))}
     if threshold is not None and "token_scores" in batch:
-        aligned = aligned_targets(batch, threshold)
+        aligned = aligned_targets(batch, threshold, control_ids)
         metrics["nll_aligned"] = sums(aligned)
         metrics["aligned_fraction"] = (tf.reduce_sum(tf.cast(aligned, tf.float32)), metrics["nll"][1])
     return metrics
@@ -60,8 +60,12 @@ class MleObjective(Objective):
     def compute(self, batch, model, training):
         logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"], training=training)
         return ObjectiveOutput(losses=per_example(-logprobs, batch),
-                               metrics=lm_metrics(logprobs, batch, self.aligned_threshold,
-                                                  control_ids_for(self.config.model)))
+                               metrics=lm_metrics(logprobs, batch, self.aligned_threshold, self.control_ids))
+
+    @property
+    def control_ids(self):
+        """The control ids of the run's vocabulary: inputs, never text targets."""
+        return control_ids_for(self.config.model)
 
     @property
     def aligned_threshold(self):

@@ -9,6 +9,7 @@ from a pretrained language model with --init_from.
 """
 import tensorflow as tf
 
+from tfpref.data.loading import refuse_frozen_chat_markers
 from tfpref.data.sft import load_sft_data
 from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
@@ -32,6 +33,8 @@ class SftObjective(MleObjective):
         if "train" in wanted and loaded["train"] is None:
             raise UserError(f"--data {data.data}: no training records (all are held out, split by {data.split_by}); "
                             f"give the records a 'split' field, --split_by record, or --validation_data FILE")
+        refuse_frozen_chat_markers(config, any(r.conversational for part in loaded.values() if part
+                                               for r in part.records))
         return loaded
 
     def compute(self, batch, model, training):

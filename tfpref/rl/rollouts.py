@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfpref.data.chat import ASSISTANT_ID, chat_generation, messages_from_ids
+from tfpref.data.chat import chat_generation, messages_from_ids, role_ids
 from tfpref.data.tokenizer import PAD_ID, ByteTokenizer
 from tfpref.models.logprobs import token_logprobs_from_logits
 from tfpref.models.sampling import DEFAULT_BANNED_IDS, Sampler
@@ -80,7 +80,7 @@ class RolloutMaker:
         if not chat:
             return self.sampler
         if self.chat_sampler is None:
-            eos_id, banned = chat_generation(DEFAULT_BANNED_IDS)
+            eos_id, banned = chat_generation(DEFAULT_BANNED_IDS, self.tokenizer)
             self.chat_sampler = Sampler(self._policy, self.align.max_new_tokens, banned_ids=banned, eos_id=eos_id,
                                         jit_compile=self._jit_compile)
         return self.chat_sampler
@@ -93,7 +93,8 @@ class RolloutMaker:
         minus penalty, whitened if asked), score, finished, length [n].
         """
         align = self.align
-        chat = bool(np.any(prompt_ids[:, -1] == ASSISTANT_ID))  # left-padded: the last column ends each prompt
+        # Left-padded: the last column ends each prompt, a chat prompt with <|assistant|>.
+        chat = bool(np.any(prompt_ids[:, -1] == role_ids(self.tokenizer)["assistant"]))
         out = self._sampler(chat)(prompt_ids, prompt_mask, temperature=align.temperature, seed=seed)
         token_ids, padding_mask, completion_mask = layout(prompt_ids, prompt_mask, out["tokens"], out["mask"])
         logprobs, values = (x.numpy() for x in self._policy_pass(token_ids, padding_mask))

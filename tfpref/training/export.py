@@ -40,8 +40,8 @@ import os
 import tensorflow as tf
 
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
-from tfpref.data.chat import ASSISTANT_ID, END_ID, ROLE_IDS, chat_generation
-from tfpref.data.tokenizer import BOS_ID, PAD_ID, ByteTokenizer
+from tfpref.data.chat import chat_generation, end_id, role_ids
+from tfpref.data.tokenizer import PAD_ID, ByteTokenizer
 from tfpref.data.tokenizers import tokenizer_for
 from tfpref.models import Classifier, RewardModel
 from tfpref.models.logprobs import sequence_logprobs
@@ -112,7 +112,7 @@ class ServingModule(tf.Module):
                                    jit_compile=False)
             self.generate = tf.function(self._generate, input_signature=[_STRINGS, *_SAMPLING])
         if hasattr(self, "generate") and self.tokenizer.control_ids:  # the chat template's roles are control ids
-            eos_id, banned_ids = chat_generation(model.banned_ids(True))
+            eos_id, banned_ids = chat_generation(model.banned_ids(True), self.tokenizer)
             self.chat_sampler = Sampler(model, max_new_tokens=1, banned_ids=banned_ids, eos_id=eos_id,
                                         jit_compile=False)
             self.chat = tf.function(self._chat, input_signature=[_STRING_MATRIX, _STRING_MATRIX, *_SAMPLING])
@@ -128,24 +128,27 @@ class ServingModule(tf.Module):
 
     def _chat(self, roles, contents, max_new_tokens, temperature, top_k, top_p, seed):
         # The template of tfpref.data.chat, in the graph: <|role|> content <|end|> per message given,
-        # then <|assistant|>.
-        role_ids = tf.zeros(tf.shape(roles), tf.int32)
-        for role, role_id in ROLE_IDS.items():
-            role_ids = tf.where(tf.equal(roles, role), role_id, role_ids)
+        # then <|assistant|>; the markers are the tokenizer's control tokens.
+        markers = role_ids(self.tokenizer)
+        message_roles = tf.fill(tf.shape(roles), -1)  # -1: no role (no id is negative)
+        for role, role_id in markers.items():
+            message_roles = tf.where(tf.equal(roles, role), role_id, message_roles)
         given = tf.not_equal(roles, "")
         checks = [tf.debugging.assert_equal(tf.shape(roles), tf.shape(contents),
                                             message="chat: roles and contents differ in shape"),
                   tf.debugging.assert_positive(tf.size(roles), message="chat: empty batch"),
-                  tf.debugging.assert_equal(tf.equal(role_ids, 0), tf.logical_not(given),
+                  tf.debugging.assert_equal(tf.equal(message_roles, -1), tf.logical_not(given),
                                             message="chat: a role is not one of system, user, assistant or ''"),
                   tf.debugging.assert_positive(max_new_tokens, message="chat: max_new_tokens must be positive")]
         with tf.control_dependencies(checks):
             batch, count = tf.shape(roles)[0], tf.size(roles)
-        messages = tf.concat([tf.reshape(role_ids, [-1, 1]), self.tokenizer.encode_tf(tf.reshape(contents, [-1])),
-                              tf.fill([count, 1], END_ID)], axis=1)
+        messages = tf.concat([tf.reshape(message_roles, [-1, 1]),
+                              self.tokenizer.encode_tf(tf.reshape(contents, [-1])),
+                              tf.fill([count, 1], end_id(self.tokenizer))], axis=1)
         by_row = tf.RaggedTensor.from_uniform_row_length(messages, tf.shape(roles, out_type=tf.int64)[1])
-        ragged = tf.concat([tf.fill([batch, 1], BOS_ID), tf.ragged.boolean_mask(by_row, given).merge_dims(1, 2),
-                            tf.fill([batch, 1], ASSISTANT_ID)], axis=1)
+        ragged = tf.concat([tf.fill([batch, 1], self.tokenizer.bos_id),
+                            tf.ragged.boolean_mask(by_row, given).merge_dims(1, 2),
+                            tf.fill([batch, 1], markers["assistant"])], axis=1)
         longest = tf.cast(tf.reduce_max(ragged.row_lengths()), tf.int32)
         with tf.control_dependencies([tf.debugging.assert_less_equal(
                 longest + max_new_tokens, self.max_length,

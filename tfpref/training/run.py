@@ -121,7 +121,8 @@ def train(config, show_progress=True):
         if (finished and chief and config.train.objective in CONTROLLABLE_OBJECTIVES
                 and config.runtime.check_samples > 0):
             result["controllability"] = controllability(model, config.feedback.scorer, config.runtime.check_samples,
-                                                        jit_compile=config.runtime.jit_compile)
+                                                        jit_compile=config.runtime.jit_compile,
+                                                        tokenizer=tokenizer_for(config.model))
             logger.scalars("eval", result["step"], result["controllability"])
     finally:
         logger.close()
