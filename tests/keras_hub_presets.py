@@ -61,3 +61,11 @@ def save_tiny_qwen_preset(directory, seed=0, tie_word_embeddings=False):
     os.makedirs(directory, exist_ok=True)
     model.save_to_preset(str(directory))
     return str(directory)
+
+
+def preset_backbone(preset):
+    """The preset as a run starts from it: tfpref's control tokens added to its vocabulary."""
+    from tfpref.config import ModelConfig
+    from tfpref.models import build_model
+
+    return build_model(ModelConfig(model="keras_hub", preset=preset))

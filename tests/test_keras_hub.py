@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from helpers import run_cli_in_process, tiny_config, write_tiny_corpus
 from tfpref.cli import evaluate_main
-from keras_hub_presets import save_tiny_gpt2_preset
+from keras_hub_presets import preset_backbone, save_tiny_gpt2_preset
 from tfpref.config import ModelConfig, inapplicable_flags
 from tfpref.data.pipeline import build_token_data
 from tfpref.data.preferences import encode_completion, load_preferences, preference_arrays
@@ -37,11 +37,6 @@ def preset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backbone(preset):
     return KerasHubBackbone(preset)
-
-
-def preset_backbone(preset):
-    """The preset as a run starts from it: tfpref's control tokens added to its vocabulary."""
-    return build_model(ModelConfig(model="keras_hub", preset=preset))
 
 
 def prompts(vocab_size, lengths=(4, 9, 1, 6), seed=0):

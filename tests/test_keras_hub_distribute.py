@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from helpers import run_train, scalar_events, tiny_config, write_tiny_corpus
-from keras_hub_presets import save_tiny_gpt2_preset
-from tfpref.models.keras_hub import KerasHubBackbone, is_lora_weight
+from keras_hub_presets import preset_backbone, save_tiny_gpt2_preset
+from tfpref.models.keras_hub import is_lora_weight
 from tfpref.runs import load_run
 from tfpref.training.run import train
 
@@ -34,7 +34,7 @@ def test_a_lora_preset_trains_in_mixed_precision(tmp_path, preset, precision, re
     want = {"bf16": "bfloat16", "fp16": "float16"}[precision]
     assert trained.backbone.hub_backbone.compute_dtype == want  # the preset's layers computed in it
     keras.mixed_precision.set_global_policy("float32")
-    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    base = {v.path: v.numpy() for v in preset_backbone(preset).weights}
     for variable in trained.backbone.weights:  # variables stay float32; only the adapters moved
         assert variable.dtype == tf.float32
         if not is_lora_weight(variable):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import run_cli_in_process, tiny_config, write_tiny_corpus
-from keras_hub_presets import save_tiny_qwen_preset
+from keras_hub_presets import preset_backbone, save_tiny_qwen_preset
 from tfpref.cli import train_main
 from tfpref.config import ModelConfig
 from tfpref.data.tokenizers import KerasHubTokenizer
@@ -52,13 +52,17 @@ def test_forward_and_logprobs_equal_keras_hubs_own_forward_pass(tmp_path, preset
     path = save_tiny_qwen_preset(tmp_path / "tied", tie_word_embeddings=True) if tied else preset
     hub = load_causal_lm(path)
     assert hub.backbone.tie_word_embeddings == tied
-    policy = CausalLM(build_model(ModelConfig(model="keras_hub", preset=path)), name="causal_lm")
-    ids = np.random.default_rng(1).integers(0, policy.vocab_size, (3, 12)).astype(np.int32)
+    backbone = KerasHubBackbone(path)  # the preset's vocabulary only, as keras-hub's model has it
+    ids = np.random.default_rng(1).integers(0, backbone.vocab_size, (3, 12)).astype(np.int32)
     mask = np.ones_like(ids, bool)
     expected = hub({"token_ids": ids, "padding_mask": mask}).numpy()
-    np.testing.assert_allclose(policy(ids).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(backbone(ids).numpy(), expected, atol=1e-4)
     want = np.take_along_axis(log_softmax(expected[:, :-1]), ids[:, 1:, None], -1)[..., 0]
-    np.testing.assert_allclose(sequence_logprobs(policy, ids, mask).numpy(), want, atol=1e-4)
+    np.testing.assert_allclose(sequence_logprobs(backbone, ids, mask).numpy(), want, atol=1e-4)
+    # As a run builds it, with tfpref's control tokens added: the preset's own logits are unchanged.
+    policy = CausalLM(preset_backbone(path), name="causal_lm")
+    assert policy.vocab_size == backbone.vocab_size + len(policy.backbone.control_tokens)
+    np.testing.assert_allclose(policy(ids).numpy()[..., :backbone.vocab_size], expected, atol=1e-4)
 
 
 def test_left_padded_rows_score_as_unpadded_ones(backbone):
@@ -115,8 +119,9 @@ def test_qwen_tokenizer_keeps_id_0_as_text(preset):
     tokenizer = KerasHubTokenizer(preset)
     # Qwen has no start token and names id 0 ("!") its pad id: BOS and padding are its end token.
     end = tokenizer.hub_tokenizer.end_token_id
-    assert tokenizer.bos_id == tokenizer.eos_id == tokenizer.pad_id == end == tokenizer.vocab_size - 1
-    assert tokenizer.generation_banned_ids == ()
+    last = tokenizer.hub_tokenizer.vocabulary_size() - 1
+    assert tokenizer.bos_id == tokenizer.eos_id == tokenizer.pad_id == end == last
+    assert set(tokenizer.generation_banned_ids) == set(tokenizer.control_ids)  # only tfpref's added tokens
     text = "hi! def f(x):\n\treturn x  # é\r\n"
     ids = tokenizer.encode(text, add_bos=True, add_eos=True)
     assert 0 in ids and ids[0] == ids[-1] == end
@@ -198,7 +203,7 @@ def test_lora_on_a_qwen_preset_trains_the_adapters_only(tmp_path, preset):
     assert result.returncode == 0, result.stderr
     assert json.load(open(tmp_path / "run" / "config.json"))["model"]["lora_rank"] == 2
     _, trained, _ = load_run(str(tmp_path / "run"))
-    base = {v.path: v.numpy() for v in KerasHubBackbone(preset).weights}
+    base = {v.path: v.numpy() for v in preset_backbone(preset).weights}
     changed = 0
     for variable in trained.backbone.weights:
         if is_lora_weight(variable):
@@ -216,7 +221,7 @@ def test_export_generates_and_scores_with_the_qwen_tokenizer_in_the_graph(tmp_pa
     tokenizer = KerasHubTokenizer(preset)
     path = export_model(policy, str(tmp_path), step=3, seq_len=32, tokenizer=tokenizer)
     served = tf.saved_model.load(path)
-    assert sorted(served.signatures) == ["generate", "score"]
+    assert sorted(served.signatures) == ["chat", "generate", "score"]  # the chat markers are added tokens
 
     # The last prompt is longer than the preprocessor's 64: rotary positions have no table to run off.
     prompts = ["def f(x):", "hi!\n", "x", "return x! " * 20]
