@@ -7,7 +7,9 @@ The pretraining-with-feedback objectives (Korbak et al. 2023) see each chunk as 
   * `line`: each line is a segment, scored in the context of its chunk (the paper's choice for
     PEP 8, where it split code into lines).
 The token stream is built as in `pipeline.py` (BOS chunk EOS ...), with two more streams beside it:
-each token's segment score, and (for preference vectors) its segment's length in bytes.
+each token's segment score, and (for preference vectors) its segment's length in bytes. It is in the
+run's vocabulary (`tokenizer_for`): bytes, or a keras-hub preset's tokens, each segment tokenized on
+its own so that every token belongs to one segment (a BPE merge never spans two).
 Objectives may drop segments of the training split (filtering) and put a control token before
 each segment (conditional training); these hooks are classmethods of the objective.
 """
@@ -16,7 +18,8 @@ import numpy as np
 from tfpref.data.corpus import load_split_documents
 from tfpref.data.splits import ALL, select
 from tfpref.data.pipeline import TokenData, pack_windows
-from tfpref.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL
+from tfpref.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL, ByteTokenizer
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 from tfpref.scorers import get_scorer
 from tfpref.scorers.cache import cached_scores
@@ -41,32 +44,48 @@ def score_segments(documents, scorer, granularity, show_progress=True):
             for chunk in document]
 
 
-def encode_scored_chunk(segments, scores, prefix_ids=None):
+def encode_scored_chunk(segments, scores, prefix_ids=None, tokenizer=None, segment_ids=None):
     """(ids, token scores, token segment lengths) of BOS seg_1 ... seg_n EOS.
 
     `prefix_ids` (int [n], -1 = none) puts a control token before each segment; it carries its
-    segment's score. BOS carries the first segment's score, EOS the last one's.
+    segment's score. BOS carries the first segment's score, EOS the last one's. `tokenizer` is the
+    model's (default: bytes); `segment_ids`, the segments already encoded by it (a batch at once is
+    faster). A segment's length is counted in bytes whatever the tokens.
     """
-    encoded = [s.encode("utf-8") for s in segments]
-    lengths = np.array([len(e) for e in encoded], np.int64)
-    ids = np.frombuffer(b"".join(encoded), np.uint8).astype(np.int32) + NUM_SPECIAL
+    byte_lengths = np.array([len(s.encode("utf-8")) for s in segments], np.int64)
+    if tokenizer is None or isinstance(tokenizer, ByteTokenizer):
+        bos_id, eos_id, lengths = BOS_ID, EOS_ID, byte_lengths
+        ids = np.frombuffer("".join(segments).encode("utf-8"), np.uint8).astype(np.int32) + NUM_SPECIAL
+    else:
+        pieces = tokenizer.encode_all(segments) if segment_ids is None else segment_ids
+        bos_id, eos_id = tokenizer.bos_id, tokenizer.eos_id
+        lengths = np.array([len(piece) for piece in pieces], np.int64)
+        ids = np.concatenate([np.zeros([0], np.int32), *pieces]).astype(np.int32)
     token_scores = np.repeat(scores, lengths)
-    token_lengths = np.repeat(lengths, lengths)
+    token_lengths = np.repeat(byte_lengths, lengths)
     if prefix_ids is not None:
         where = np.flatnonzero(np.asarray(prefix_ids) >= 0)
         at = (np.cumsum(lengths) - lengths)[where]
         ids = np.insert(ids, at, np.asarray(prefix_ids)[where])
         token_scores = np.insert(token_scores, at, scores[where])
-        token_lengths = np.insert(token_lengths, at, lengths[where])
-    ids = np.concatenate([[BOS_ID], ids, [EOS_ID]]).astype(np.int32)
+        token_lengths = np.insert(token_lengths, at, byte_lengths[where])
+    ids = np.concatenate([[bos_id], ids, [eos_id]]).astype(np.int32)
     token_scores = np.concatenate([[scores[0]], token_scores, [scores[-1]]]).astype(np.float32)
-    token_lengths = np.concatenate([[lengths[0]], token_lengths, [lengths[-1]]]).astype(np.int32)
+    token_lengths = np.concatenate([[byte_lengths[0]], token_lengths, [byte_lengths[-1]]]).astype(np.int32)
     return ids, token_scores, token_lengths
 
 
-def build_scored_token_data(scored_chunks, seq_len, prefixes=None):
-    """Packed TokenData with `scores` and `segment_lengths` streams beside the token stream."""
-    parts = [encode_scored_chunk(segments, scores, None if prefixes is None else prefixes[i])
+def build_scored_token_data(scored_chunks, seq_len, prefixes=None, tokenizer=None):
+    """Packed TokenData with `scores` and `segment_lengths` streams beside the token stream, in
+    `tokenizer`'s vocabulary (default: bytes)."""
+    segment_ids = [None] * len(scored_chunks)
+    if tokenizer is not None and not isinstance(tokenizer, ByteTokenizer):
+        # One tokenizer call for every segment: a preset's tokenizer costs a TensorFlow call each.
+        flat = tokenizer.encode_all([segment for segments, _ in scored_chunks for segment in segments])
+        ends = np.cumsum([len(segments) for segments, _ in scored_chunks])
+        segment_ids = [flat[end - len(segments):end] for (segments, _), end in zip(scored_chunks, ends)]
+    parts = [encode_scored_chunk(segments, scores, None if prefixes is None else prefixes[i], tokenizer,
+                                 segment_ids[i])
              for i, (segments, scores) in enumerate(scored_chunks)]
     if not parts:
         return TokenData(np.zeros([0], np.int32), np.zeros([0], np.int64), np.zeros([0], np.int32),
@@ -96,6 +115,7 @@ def load_scored_token_data(config, objective_cls, wanted=("train", "validation")
     data, feedback = config.data, config.feedback
     scorer = get_scorer(feedback.scorer)
     documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
+    tokenizer = tokenizer_for(config.model)
     loaded = {}
     for split in wanted:
         chunks = select(documents, split)
@@ -113,5 +133,6 @@ def load_scored_token_data(config, objective_cls, wanted=("train", "validation")
         rng = np.random.default_rng([config.train.seed, {"train": 0, "validation": 1, "test": 2, ALL: 3}[split]])
         prefixes = objective_cls.segment_prefixes(config, flat, rng, training=split == "train")
         loaded[split] = build_scored_token_data(scored, data.seq_len,
-                                                None if prefixes is None else regroup(prefixes, scored))
+                                                None if prefixes is None else regroup(prefixes, scored),
+                                                tokenizer)
     return loaded

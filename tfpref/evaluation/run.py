@@ -102,9 +102,6 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     classifier = isinstance(model, Classifier)
     if fine_tunes_policy or isinstance(model, RewardModel):
         sampling = misalignment = None  # a reward model does not generate; a policy has its own report
-    if config.model.model == "keras_hub" and fine_tunes_policy:
-        raise UserError(f"{model_dir}: a keras_hub {config.train.objective} run is not evaluated here yet (the policy "
-                        f"report samples prompts in the byte vocabulary); its training log has the validation metrics")
     if config.model.model == "keras_hub" and (sampling is not None or misalignment is not None):
         raise UserError(f"{model_dir}: a keras_hub run is evaluated by its likelihood only so far (sampling and "
                         f"--scorer decode the byte vocabulary); pass --num_samples 0 and no --scorer")
