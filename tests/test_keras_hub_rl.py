@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import run_cli_in_process, tiny_config, write_tiny_corpus
+from helpers import run_cli_in_process, scalar_events, tiny_config, write_tiny_corpus
 from keras_hub_presets import save_tiny_gpt2_preset
 from tfpref.cli import evaluate_main, train_main
 from tfpref.config import AlignConfig, ModelConfig
@@ -161,8 +161,10 @@ def test_rloo_with_lora_and_a_kl_penalty_trains_the_adapters_only_and_is_evaluat
     assert result.returncode == 0, result.stderr[-3000:]
     stored = json.load(open(run / "config.json"))
     assert stored["model"]["lora_rank"] == 2 and stored["model"]["model"] == "keras_hub"
-    metrics = json.load(open(run / "result.json"))
-    assert metrics["step"] == 3 and np.isfinite(metrics["loss"]) and "kl" in metrics
+    assert json.load(open(run / "train_result.json"))["step"] == 3
+    logged = scalar_events(str(run / "train"))
+    # New adapters start at zero: the first rollout's policy is its reference exactly; then they move.
+    assert logged["kl"][0] == 0.0 and logged["kl"][-1] != 0.0 and np.isfinite(logged["loss"]).all()
 
     _, trained, _ = load_run(str(run))
     _, start, _ = load_run(base_run)
