@@ -247,3 +247,12 @@ def test_feedback_objectives_train_on_a_preset(tmp_path, preset, corpus, objecti
         assert finished.returncode == 0, finished.stderr[-3000:]
         report = json.load(open(tmp_path / objective / "eval" / "metrics.json"))["metrics"]
         assert np.isfinite(report["nll_aligned"]) and np.isfinite(report["bits_per_token"])
+        # --scorer: unconditional samples from the preset's start token, decoded by it and scored.
+        finished = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / objective), "--max_batches", "1",
+                                                      "--scorer", "pep8", "--scorer_samples", "4",
+                                                      "--max_new_tokens", "8"])
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        report = json.load(open(tmp_path / objective / "eval" / "metrics.json"))["metrics"]
+        assert 0 <= report["pep8_violation_rate"] <= 1 and report["pep8_sample_bytes"] > 0
+        samples = [json.loads(line) for line in open(tmp_path / objective / "eval" / "unconditional_samples.jsonl")]
+        assert len(samples) == 4
