@@ -256,3 +256,13 @@ def test_feedback_objectives_train_on_a_preset(tmp_path, preset, corpus, objecti
         assert 0 <= report["pep8_violation_rate"] <= 1 and report["pep8_sample_bytes"] > 0
         samples = [json.loads(line) for line in open(tmp_path / objective / "eval" / "unconditional_samples.jsonl")]
         assert len(samples) == 4
+
+
+def test_simulated_preference_pairs_from_a_preset_policy(base_run, corpus):
+    from tfpref.preferences import make_preferences
+
+    records = make_preferences(base_run, 3, data=corpus, split="train", prompt_chars=PROMPT_CHARS,
+                               max_new_tokens=NEW, batch_size=4)
+    assert len(records) == 3 and all(r["chosen"].strip() and r["rejected"].strip() for r in records)
+    with pytest.raises(UserError, match="--max_new_tokens 60: .* exceed the policy's 64 positions"):
+        make_preferences(base_run, 1, data=corpus, prompt_chars=PROMPT_CHARS, max_new_tokens=60, batch_size=4)
