@@ -76,6 +76,9 @@ def test_adapters_off_reference_equals_a_separate_copy(preset):
     assert np.abs(adapted - base).max() > 1e-2  # the adapters matter: the test compares something
     assert all(layer.lora_enabled for layer in reference.adapted)  # switched back on after tracing
     np.testing.assert_allclose(logprobs(policy), adapted, atol=1e-6)  # the policy's own trace is untouched
+    with pytest.raises(tf.errors.InvalidArgumentError):  # beyond the preset's 64 positions
+        reference.hidden_states(np.ones([1, 80], np.int32))
+    assert all(layer.lora_enabled for layer in reference.adapted)  # back on after an error too
 
     # Generation through the view (its cached path, traced in the sampler's loop) is the copy's.
     prompts = left_pad([tokenizer.encode(t, add_bos=True) for t in ("def f(x):", "x")])
@@ -102,12 +105,15 @@ def test_the_reference_is_the_policy_with_adapters_off_only_when_they_are_new(tm
     assert isinstance(policy_reference(config(str(lora_base)), policy), CausalLM)
 
 
-class EndTokenBiased:
+class EndTokenRaised:
     """A policy whose end-token logit is raised by `bias`, so that rollouts end at different steps."""
 
     def __init__(self, model, bias):
         self.model, self.bias = model, bias
 
+    # Called as it is: autograph has no control flow to convert here, and converting a method of a
+    # class that delegates every other attribute has been seen to go wrong.
+    @tf.autograph.experimental.do_not_convert
     def logits_from_hidden(self, hidden):
         logits = self.model.logits_from_hidden(hidden)
         return logits + self.bias * tf.one_hot(self.model.eos_id, self.model.vocab_size)
@@ -121,7 +127,7 @@ def test_rollouts_decode_with_the_presets_tokenizer_and_stop_at_its_end_token(pr
     policy = adapted_policy(preset)
     align = AlignConfig(max_new_tokens=NEW)
     lengths = lambda prompts, completions, finished: np.array([len(c) for c in completions], np.float32)  # noqa: E731
-    maker = RolloutMaker(EndTokenBiased(policy, 4.0), AdaptersOff(policy), lengths, align, jit_compile=False,
+    maker = RolloutMaker(EndTokenRaised(policy, 4.0), AdaptersOff(policy), lengths, align, jit_compile=False,
                          tokenizer=tokenizer)
     texts = ["def f(x):", "import os", "x = 1", "class A:"] * 3
     ids, mask = encode_prompts(texts, tokenizer)

@@ -2,7 +2,9 @@
 
 Every step's data is made on the spot: a rollout samples completions of training prompts with the
 current policy (`tfpref.rl.rollouts`), scores them, and estimates the per-token KL to the
-frozen --init_from policy. The KL enters the reward, R' = R - kl_coef * KL (per token for PPO):
+frozen --init_from policy (with --lora_rank on a preset, the policy with its new adapters off: no
+second copy of the model; see `tfpref.rl.reference`). The KL enters the reward,
+R' = R - kl_coef * KL (per token for PPO):
   * reinforce: loss_i = -(R'_i - b) sum_t log pi(a_t|s_t); b = 0 or a moving average of R'.
   * rloo: b = the mean R' of the prompt's other --samples_per_prompt - 1 completions
     (Ahmadian et al. 2024).
