@@ -158,13 +158,19 @@ def test_mle_on_a_preset_trains_restores_and_resumes(tmp_path, preset, capsys):
     assert train(config, show_progress=False)["step"] == 8
     assert "from step 6" in capsys.readouterr().out
 
-    # evaluate.py measures a keras_hub run's likelihood (its held-out data tokenized by the preset) and
-    # refuses to sample it, which would decode bytes.
+    # evaluate.py measures a keras_hub run's likelihood (its held-out data tokenized by the preset), and
+    # samples it when asked, in the preset's tokens, within its positions.
     result = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "run"), "--max_batches", "1"])
     assert result.returncode == 0, result.stderr
     assert json.load(open(tmp_path / "run" / "eval" / "metrics.json"))["metrics"]["nll"] > 0
+    result = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "run"), "--max_batches", "1",
+                                                "--num_samples", "2", "--max_new_tokens", "8"])
+    assert result.returncode == 0, result.stderr
+    samples = [json.loads(line) for line in open(tmp_path / "run" / "eval" / "samples.jsonl")]
+    assert len(samples) == 2 and all(0 < s["num_tokens"] <= 8 for s in samples)
+    assert samples[0]["prompt"].startswith("def function_")  # the held-out chunk, decoded by the preset
     result = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "run"), "--num_samples", "2"])
-    assert result.returncode == 2 and "keras_hub run is evaluated by its likelihood only" in result.stderr
+    assert result.returncode == 2 and "--max_new_tokens 256 exceeds the model's 64 positions" in result.stderr
 
 
 def test_lora_trains_the_adapters_only(tmp_path, preset):
@@ -379,8 +385,11 @@ def test_dpo_with_lora_on_a_preset_learns_pairs_and_keeps_the_base_weights(tmp_p
         else:
             np.testing.assert_array_equal(variable.numpy(), base[variable.path], err_msg=variable.path)
     assert changed == 8  # every adapter factor moved on from the SFT run's
-    finished = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "dpo")])
-    assert finished.returncode == 2 and "a keras_hub dpo run is not evaluated here yet" in finished.stderr
+    # evaluate.py compares the policy with its reference (the SFT run) on held-out prompts, in the preset's tokens.
+    finished = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "dpo"), "--max_new_tokens", "8"])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.load(open(tmp_path / "dpo" / "eval" / "metrics.json"))["metrics"]
+    assert report["reward_accuracy"] >= 0.9 and report["prompts"] > 0 and report["kl_to_reference"] != 0
 
     ipo = tiny_config(tmp_path / "ipo", pairs, objective="dpo", init_from=str(tmp_path / "sft"), train_steps=2,
                       ipo=True)

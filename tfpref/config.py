@@ -13,8 +13,6 @@ from tfpref.errors import UserError
 
 # conv: a bidirectional encoder, for reward models only; keras_hub: a keras-hub preset (--preset)
 MODELS = ("transformer", "lstm", "conv", "keras_hub")
-# What a keras-hub preset can train so far: the objectives whose data reads the preset's tokenizer.
-KERAS_HUB_OBJECTIVES = ("mle", "sft", "reward_model", "dpo", "conditional")
 GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers (--segment)
 
 # Every --objective, grouped by what it trains on. The objective classes register under these
@@ -26,6 +24,11 @@ RL_OBJECTIVES = ("reinforce", "rloo", "ppo")
 POLICY_OBJECTIVES = ("dpo",) + RL_OBJECTIVES  # fine-tune --init_from, which is also their reference
 OBJECTIVE_NAMES = (TEXT_OBJECTIVES + SFT_OBJECTIVES + ("classify",) + FEEDBACK_OBJECTIVES + ("reward_model",)
                    + POLICY_OBJECTIVES)
+# What a keras-hub preset can train: the objectives whose data and samples read the preset's tokenizer
+# (its vocabulary grown by tfpref's control tokens). Denoising, preference vectors and classifiers
+# are byte-model objectives so far.
+KERAS_HUB_OBJECTIVES = ("mle", "sft", "reward_model", "dpo", "conditional", "filter", "unlikelihood", "rwr",
+                        "awr") + RL_OBJECTIVES
 # Objectives whose generation can be asked for aligned or misaligned text.
 CONTROLLABLE_OBJECTIVES = ("conditional", "preference_vector")
 STRATEGIES = ("default", "mirrored", "multi_worker")

@@ -26,7 +26,7 @@ import numpy as np
 from tfpref.data.corpus import jsonl_records
 from tfpref.data.preferences import load_preferences
 from tfpref.data.prompts import encode_prompts, policy_prompts
-from tfpref.data.tokenizer import ByteTokenizer
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError, location
 from tfpref.models.sampling import Sampler
 from tfpref.rewards import ScorerReward
@@ -67,20 +67,23 @@ def make_preferences(policy_dir, num_records, scorer="pep8", annotator_temperatu
     """[record] of `num_records` simulated preferences (see the module docstring): pairs, or
     rankings when `completions_per_prompt` > 2."""
     check_group_settings(completions_per_prompt, batch_size)
-    _, model, _ = load_run(policy_dir, flag="--policy_dir")
+    config, model, _ = load_run(policy_dir, flag="--policy_dir")
     prompts = policy_prompts(data, split, prompt_chars)
     if not prompts:
         raise UserError(f"--data {data}: no prompts in the {split} split")
     reward = ScorerReward(scorer)
-    sampler = Sampler(model, max_new_tokens)
-    tokenizer = ByteTokenizer()
+    sampler = Sampler(model, max_new_tokens)  # stops at the policy's end token, never emits its banned ids
+    tokenizer = tokenizer_for(config.model)  # a keras-hub preset's, or bytes
     rng = np.random.default_rng(seed)
     k = completions_per_prompt
     records, attempt = [], 0
     while len(records) < num_records:
         chosen_prompts = [prompts[i] for i in rng.integers(0, len(prompts), batch_size // k)]
         rows = [p for p in chosen_prompts for _ in range(k)]  # k samples of each prompt, side by side
-        ids, mask = encode_prompts(rows)
+        ids, mask = encode_prompts(rows, tokenizer)
+        if ids.shape[1] + max_new_tokens > model.backbone.max_seq_len:
+            raise UserError(f"--max_new_tokens {max_new_tokens}: with prompts of {ids.shape[1]} tokens the samples "
+                            f"exceed the policy's {model.backbone.max_seq_len} positions; lower it or --prompt_chars")
         out = sampler(ids, mask, temperature=temperature, seed=seed * 7919 + attempt)
         attempt += 1
         texts = [tokenizer.decode(t[m]) for t, m in zip(out["tokens"], out["mask"])]

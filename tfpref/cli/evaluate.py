@@ -109,7 +109,9 @@ def _evaluate(argv):
                                 batch_size=args.batch_size)
     if args.data and not asked and load_config(args.model_dir).train.objective not in RL_OBJECTIVES:
         policy, num_samples = None, 0
-    if not asked and load_config(args.model_dir).model.model == "keras_hub":  # not sampled yet (evaluate_run)
+    if not asked and load_config(args.model_dir).model.model == "keras_hub":
+        # Sampled when asked (--num_samples, --prompts, --scorer): a preset's position table may not
+        # hold the default 256 new tokens, and its likelihood is the evaluation a user asks for first.
         num_samples = 0
     max_new_tokens = _given(args.max_new_tokens, 256)
     sampling = SamplingSettings(num_samples, max_new_tokens, _given(args.temperature, 1.0),

@@ -14,7 +14,7 @@ from tfpref.data.chat import is_conversation, parse_messages, render
 from tfpref.data.corpus import jsonl_records, load_splits
 from tfpref.data.splits import ALL, choose_split_by, explicit_split, record_split, roles, select
 from tfpref.data.pipeline import ArrayData
-from tfpref.data.tokenizer import BOS_ID, ByteTokenizer, left_pad
+from tfpref.data.tokenizer import ByteTokenizer, left_pad
 from tfpref.errors import UserError, location
 
 _STARTS = ("def ", "async def ", "class ", "@")
@@ -67,19 +67,31 @@ def _jsonl_prompts(path):
         yield explicit_split(path, number, record), prompt, f"line:{number}"
 
 
-def encode_prompts(prompts):
-    """(ids int32 [n, width], mask bool), each row BOS + prompt, left-padded to the longest; a
-    conversation is rendered by the chat template, ending with the generation prompt."""
-    tokenizer = ByteTokenizer()
-    return left_pad([np.concatenate([[BOS_ID], render(p, True, tokenizer)]).astype(np.int32) if is_conversation(p)
-                     else tokenizer.encode(p, add_bos=True) for p in prompts])
+def encode_prompts(prompts, tokenizer=None):
+    """(ids int32 [n, width], mask bool), each row BOS + prompt in `tokenizer`'s vocabulary (default:
+    bytes), left-padded to the longest; a conversation is rendered by the chat template, ending with
+    the generation prompt (its role tokens are control ids: a vocabulary without them refuses it)."""
+    tokenizer = tokenizer or ByteTokenizer()
+    if not tokenizer.control_ids and any(is_conversation(p) for p in prompts):
+        raise UserError("conversational prompts need the chat template's role tokens, which a keras-hub "
+                        "preset's vocabulary does not have: give text prompts")
+    texts = [p for p in prompts if not is_conversation(p)]
+    encoded = iter(tokenizer.encode_all(texts, add_bos=True))  # one call: a preset tokenizes per call
+    return left_pad([np.concatenate([[tokenizer.bos_id], render(p, True, tokenizer)]).astype(np.int32)
+                     if is_conversation(p) else next(encoded) for p in prompts], pad_id=tokenizer.pad_id)
 
 
-def prompt_arrays(prompts, max_new_tokens):
-    """The RL training data: ArrayData of left-padded prompt ids, as long as the longest prompt plus
-    `max_new_tokens`."""
-    ids, mask = encode_prompts(prompts)
-    return ArrayData({"prompt_ids": ids, "prompt_mask": mask}, ids.shape[1] + max_new_tokens)
+def prompt_arrays(prompts, max_new_tokens, tokenizer=None, max_positions=None):
+    """The RL training data: ArrayData of left-padded prompt ids (in `tokenizer`'s vocabulary), as long
+    as the longest prompt plus `max_new_tokens` (tokens of that vocabulary). A model with
+    `max_positions` (a preset's learned position table) refuses rows that would not fit."""
+    ids, mask = encode_prompts(prompts, tokenizer)
+    width = ids.shape[1] + max_new_tokens
+    if max_positions is not None and width > max_positions:
+        raise UserError(f"--max_new_tokens {max_new_tokens}: the longest prompt is {ids.shape[1]} tokens (with BOS), "
+                        f"and the two exceed the model's {max_positions} positions; lower --max_new_tokens or "
+                        f"--prompt_chars")
+    return ArrayData({"prompt_ids": ids, "prompt_mask": mask}, width)
 
 
 __all__ = ["policy_prompts", "prompt_of", "encode_prompts", "prompt_arrays"]

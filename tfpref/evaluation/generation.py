@@ -16,11 +16,10 @@ import os
 
 import numpy as np
 
-from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
 from tfpref.data.chat import chat_generation, is_conversation, parse_messages, render, render_text, to_dicts
 from tfpref.data.corpus import jsonl_records
 from tfpref.data.sft import SftData
-from tfpref.data.tokenizer import BOS_ID, EOS_ID, ByteTokenizer
+from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.errors import UserError, location
 from tfpref.evaluation.text_metrics import generation_metrics
 from tfpref.models.sampling import Sampler, left_pad
@@ -100,56 +99,66 @@ def chat_item(messages):
     return {"prompt": render_text(messages, add_generation_prompt=True), "messages": to_dicts(messages)}
 
 
-def split_prompts(data, limit, max_new_tokens):
+def split_prompts(data, limit, max_new_tokens, tokenizer=None):
     """Prompts and references of the first `limit` examples of a split: cut from the chunks of
     TokenData, or an SFT split's own prompts with their completions (each cut to `max_new_tokens`
-    bytes, what a sample can reach)."""
+    tokens of `tokenizer`, the run's (default: bytes), what a sample can reach)."""
+    tokenizer = tokenizer or ByteTokenizer()
     if isinstance(data, SftData):
-        return [_sft_item(record, max_new_tokens) for record in data.records[:limit]]
-    tokenizer = ByteTokenizer()
+        return [_sft_item(record, max_new_tokens, tokenizer) for record in data.records[:limit]]
     items = []
     for start, length in zip(data.starts[:limit], data.lengths[:limit]):
         text = tokenizer.decode(data.stream[start:start + length])
         head = text[:DEFAULT_PROMPT_BYTES]
         cut = head.find("\n") + 1 or len(head)
-        items.append({"prompt": text[:cut], "reference": _first_bytes(text[cut:], max_new_tokens)})
+        items.append({"prompt": text[:cut], "reference": _first_tokens(text[cut:], max_new_tokens, tokenizer)})
     return items
 
 
-def _sft_item(record, max_new_tokens):
+def _sft_item(record, max_new_tokens, tokenizer):
     if record.conversational:  # the reference is the reply: the first assistant message
-        return {**chat_item(record.prompt), "reference": _first_bytes(record.completion[0][1], max_new_tokens)}
-    return {"prompt": record.prompt, "reference": _first_bytes(record.completion, max_new_tokens)}
+        return {**chat_item(record.prompt),
+                "reference": _first_tokens(record.completion[0][1], max_new_tokens, tokenizer)}
+    return {"prompt": record.prompt, "reference": _first_tokens(record.completion, max_new_tokens, tokenizer)}
 
 
-def _first_bytes(text, count):
-    return text.encode("utf-8")[:count].decode("utf-8", errors="ignore")
+def _first_tokens(text, count, tokenizer):
+    if isinstance(tokenizer, ByteTokenizer):  # a character cut in two is dropped, not replaced
+        return text.encode("utf-8")[:count].decode("utf-8", errors="ignore")
+    return tokenizer.decode(tokenizer.encode(text)[:count])
 
 
-def sample_completions(model, items, settings):
+def sample_completions(model, items, settings, tokenizer=None):
     """`items` with "completion", "num_tokens", "finished" and "logprob" (sum) added.
 
     Generation is asked for aligned text as the `CausalLM` `model` is conditioned (a control token
-    after BOS, a preference vector), with its banned ids. Conversational items (with "messages", all
-    of them or none) are rendered by the chat template and their replies stop at `<|end|>`.
+    after BOS, a preference vector), with its banned ids, and stops at its end token. Prompts are
+    encoded and completions decoded by `tokenizer`, the model's (default: bytes). Conversational
+    items (with "messages", all of them or none) are rendered by the chat template and their
+    replies stop at `<|end|>`; a vocabulary without the template's role tokens refuses them.
     """
-    tokenizer = ByteTokenizer()
+    tokenizer = tokenizer or ByteTokenizer()
     prefix = list(model.prompt_prefix(True))
     chat = "messages" in items[0]
-    encoded = [np.concatenate([[BOS_ID], prefix, render(item["messages"], add_generation_prompt=True) if chat
-                               else tokenizer.encode(item["prompt"])]).astype(np.int32) for item in items]
-    limit = MAX_TRANSFORMER_SEQ_LEN - settings.max_new_tokens
+    if chat and not tokenizer.control_ids:
+        raise UserError("conversational prompts need the chat template's role tokens, which a keras-hub preset's "
+                        "vocabulary does not have: give text prompts")
+    texts = [] if chat else tokenizer.encode_all([item["prompt"] for item in items])
+    encoded = [np.concatenate([[tokenizer.bos_id], prefix, render(item["messages"], add_generation_prompt=True)
+                               if chat else texts[index]]).astype(np.int32) for index, item in enumerate(items)]
+    positions = model.backbone.max_seq_len
     for index, ids in enumerate(encoded):
-        if len(ids) > limit:
+        if len(ids) + settings.max_new_tokens > positions:
             raise UserError(f"prompt {index + 1}: {len(ids)} tokens with --max_new_tokens "
-                            f"{settings.max_new_tokens} exceeds the model's {MAX_TRANSFORMER_SEQ_LEN} positions")
-    eos_id, banned_ids = chat_generation(model.banned_ids(True)) if chat else (EOS_ID, model.banned_ids(True))
+                            f"{settings.max_new_tokens} exceeds the model's {positions} positions")
+    eos_id, banned_ids = (chat_generation(model.banned_ids(True)) if chat
+                          else (model.eos_id, model.banned_ids(True)))
     sampler = Sampler(model, settings.max_new_tokens, banned_ids=banned_ids, eos_id=eos_id)
     results = []
     for begin in range(0, len(items), settings.batch_size):
         batch = encoded[begin:begin + settings.batch_size]
         width = -(-max(len(ids) for ids in batch) // _PROMPT_BUCKET) * _PROMPT_BUCKET
-        ids, mask = left_pad(batch, width)
+        ids, mask = left_pad(batch, width, tokenizer.pad_id)
         condition = model.condition(len(batch), True)
         out = sampler(ids, mask, temperature=settings.temperature, top_k=settings.top_k,
                       top_p=settings.top_p, seed=settings.seed + begin, embedding_offset=condition)
@@ -161,9 +170,10 @@ def sample_completions(model, items, settings):
     return results
 
 
-def sample_and_score(model, items, settings, eval_dir):
-    """Sample `items`, write samples.jsonl to `eval_dir`, return the generation metrics."""
-    samples = sample_completions(model, items, settings)
+def sample_and_score(model, items, settings, eval_dir, tokenizer=None):
+    """Sample `items` (prompts in `tokenizer`'s vocabulary, the model's; default: bytes), write
+    samples.jsonl to `eval_dir`, return the generation metrics."""
+    samples = sample_completions(model, items, settings, tokenizer)
     os.makedirs(eval_dir, exist_ok=True)
     with open(os.path.join(eval_dir, SAMPLES_FILE), "w", encoding="utf-8") as f:
         for sample in samples:

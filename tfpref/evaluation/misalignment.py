@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpref.data.tokenizer import BOS_ID, CONTROL_IDS, ByteTokenizer
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 from tfpref.evaluation.text_metrics import distinct_n
 from tfpref.models.logprobs import sequence_logprobs
@@ -138,18 +139,19 @@ def misalignment_metrics(samples, scorer):
     return metrics, scores
 
 
-def kl_to_reference(samples, reference_model, reference_prefix=(BOS_ID,), batch_size=32):
+def kl_to_reference(samples, reference_model, reference_prefix=(BOS_ID,), batch_size=32, control_ids=CONTROL_IDS):
     """Mean over samples of log p(text) - log q(text), in nats per sample.
 
     p is the evaluated model (its log-probs of the sampled text tokens, recorded while sampling;
     control tokens it emitted are conditions, not text), q the reference model scoring
     `reference_prefix` + the same text tokens. Samples are drawn with the evaluation's temperature
     and top-p, so this is the KL of that sampling distribution's support, as PHF reports it.
+    `control_ids` are the vocabulary's (a keras-hub preset's has none).
     """
     differences = []
     for begin in range(0, len(samples), batch_size):
         batch = samples[begin:begin + batch_size]
-        is_text = [~np.isin(s["tokens"], CONTROL_IDS) for s in batch]
+        is_text = [~np.isin(s["tokens"], control_ids) for s in batch]
         texts = [s["tokens"][keep] for s, keep in zip(batch, is_text)]
         width = len(reference_prefix) + max(len(t) for t in texts)
         ids = np.zeros((len(batch), width), np.int32)
@@ -184,23 +186,36 @@ class MisalignmentSettings:
             raise UserError(f"--reference_dir {self.reference_dir}: not a run directory (no config.json)")
 
 
-def evaluate_misalignment(model, settings, eval_dir):
-    """Sample, score and write `unconditional_samples.jsonl`; returns the metrics dict."""
+def evaluate_misalignment(model, settings, eval_dir, model_config=None):
+    """Sample, score and write `unconditional_samples.jsonl`; returns the metrics dict. `model_config`
+    is the model's ModelConfig (default: a byte-level model): its tokenizer encodes and decodes."""
     scorer = get_scorer(settings.scorer)
-    sampler = UnconditionalSampler(model, settings.max_new_tokens)
+    tokenizer = ByteTokenizer() if model_config is None else tokenizer_for(model_config)
+    sampler = UnconditionalSampler(model, settings.max_new_tokens, tokenizer=tokenizer)
     samples = sampler.sample(settings.num_samples, settings.temperature, settings.top_p, settings.top_k,
                              settings.seed, settings.batch_size)
     metrics, scores = misalignment_metrics(samples, scorer)
     if settings.reference_dir:
-        _, reference_model, _ = load_run(settings.reference_dir, flag="--reference_dir")
-        prefix = (BOS_ID, *reference_model.prompt_prefix(True))
-        metrics["kl_to_reference"] = kl_to_reference(samples, reference_model, prefix)
+        reference_config, reference_model, _ = load_run(settings.reference_dir, flag="--reference_dir")
+        if _vocabulary(reference_config.model) != _vocabulary(model_config):
+            raise UserError(f"--reference_dir {settings.reference_dir}: its model reads another vocabulary than the "
+                            f"evaluated one, so it cannot score the samples' tokens")
+        prefix = (tokenizer.bos_id, *reference_model.prompt_prefix(True))
+        metrics["kl_to_reference"] = kl_to_reference(samples, reference_model, prefix,
+                                                     control_ids=tokenizer.control_ids)
     os.makedirs(eval_dir, exist_ok=True)
     with open(os.path.join(eval_dir, UNCONDITIONAL_SAMPLES_FILE), "w", encoding="utf-8") as f:
         for sample, score in zip(samples, scores):
             f.write(json.dumps({"text": sample["text"], "score": float(score), "finished": sample["finished"]},
                                ensure_ascii=False) + "\n")
     return {f"{scorer.name}_{k}" if k != "kl_to_reference" else k: v for k, v in metrics.items()}
+
+
+def _vocabulary(model_config):
+    """What identifies a model's vocabulary: bytes, or a keras-hub preset."""
+    if model_config is None or model_config.model != "keras_hub":
+        return "bytes"
+    return model_config.preset
 
 
 def controllability(model, scorer_name, num_samples=64, max_new_tokens=256, seed=0, jit_compile=True,

@@ -28,12 +28,14 @@ from tfpref.data.batching import map_rows
 from tfpref.data.loading import load_text_data
 from tfpref.data.pipeline import sequential_order
 from tfpref.data.prompts import encode_prompts, policy_prompts
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 from tfpref.data.splits import ALL
+from tfpref.models import max_positions
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.objectives.mle import MleObjective
 from tfpref.rewards import RewardModelReward, ScorerReward
-from tfpref.rl.reference import reference_model
+from tfpref.rl.reference import policy_reference
 from tfpref.rl.rollouts import RolloutMaker
 from tfpref.runs import config_path, load_config
 
@@ -108,13 +110,20 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
     align = replace(config.align, max_new_tokens=settings.max_new_tokens or config.align.max_new_tokens,
                     temperature=config.align.temperature if settings.temperature < 0 else settings.temperature,
                     whiten_rewards=False, missing_eos_penalty=0.0)
-    reference = reference_model(config)
+    # The reference is the policy with its LoRA adapters off when they are new on --init_from's weights.
+    reference = policy_reference(config, model)
+    tokenizer = tokenizer_for(config.model)  # prompts, completions and lengths are in the model's tokens
     first = next(iter(rewards.values()))
-    makers = {"policy": RolloutMaker(model, reference, first, align, config.runtime.jit_compile),
-              "reference": RolloutMaker(reference, reference, first, align, config.runtime.jit_compile)}
+    jit_compile = config.runtime.jit_compile
+    makers = {"policy": RolloutMaker(model, reference, first, align, jit_compile, tokenizer),
+              "reference": RolloutMaker(reference, reference, first, align, jit_compile, tokenizer)}
     results = {name: {"completions": [], "finished": [], "kl": [], **{r: [] for r in rewards}} for name in makers}
+    positions = max_positions(config.model)
     for start in range(0, len(prompts), settings.batch_size):
-        ids, mask = encode_prompts(prompts[start:start + settings.batch_size])
+        ids, mask = encode_prompts(prompts[start:start + settings.batch_size], tokenizer)
+        if positions is not None and ids.shape[1] + align.max_new_tokens > positions:
+            raise UserError(f"--max_new_tokens {align.max_new_tokens}: with prompts of up to {ids.shape[1]} tokens "
+                            f"the samples exceed the model's {positions} positions; lower --max_new_tokens")
         for name, maker in makers.items():
             rollout = maker.make(ids, mask, settings.seed + start)
             out = results[name]

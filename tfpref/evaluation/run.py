@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tfpref.config import POLICY_OBJECTIVES, RL_OBJECTIVES
 from tfpref.data.batching import row_batches
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 from tfpref.evaluation.files import (ALL, VALUE_LOSSES, evaluation_config, group_records, implied_pair_sums,
                                      load_eval_data, load_file_data, rated_items, write_records)
@@ -102,12 +103,6 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
     classifier = isinstance(model, Classifier)
     if fine_tunes_policy or isinstance(model, RewardModel):
         sampling = misalignment = None  # a reward model does not generate; a policy has its own report
-    if config.model.model == "keras_hub" and fine_tunes_policy:
-        raise UserError(f"{model_dir}: a keras_hub {config.train.objective} run is not evaluated here yet (the policy "
-                        f"report samples prompts in the byte vocabulary); its training log has the validation metrics")
-    if config.model.model == "keras_hub" and (sampling is not None or misalignment is not None):
-        raise UserError(f"{model_dir}: a keras_hub run is evaluated by its likelihood only so far (sampling and "
-                        f"--scorer decode the byte vocabulary); pass --num_samples 0 and no --scorer")
     scorer = misalignment.scorer if misalignment is not None else None
     directory = report_dir(model_dir, data)
     if data:
@@ -132,15 +127,16 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         metrics.update(evaluate_policy(evaluated, model, policy or PolicyEvalSettings(), directory, split))
         report["policy_samples"] = POLICY_SAMPLES_FILE
     if sampling is not None and not classifier:
+        tokenizer = tokenizer_for(config.model)  # prompts, references and samples in the model's tokens
         if prompts is None:
             prompts = [item for part in parts.values()
-                       for item in split_prompts(part, sampling.num_samples, sampling.max_new_tokens)]
+                       for item in split_prompts(part, sampling.num_samples, sampling.max_new_tokens, tokenizer)]
             prompts = prompts[:sampling.num_samples]
-        metrics.update(sample_and_score(model, prompts, sampling, directory))
+        metrics.update(sample_and_score(model, prompts, sampling, directory, tokenizer))
         report["samples"] = {"count": len(prompts), "file": SAMPLES_FILE,
                              **{k: v for k, v in vars(sampling).items() if k != "batch_size"}}
     if misalignment is not None and not classifier:
-        metrics.update(evaluate_misalignment(model, misalignment, directory))
+        metrics.update(evaluate_misalignment(model, misalignment, directory, config.model))
         report["unconditional_samples"] = {"file": UNCONDITIONAL_SAMPLES_FILE, **vars(misalignment)}
     write_report(directory, report)
     return report

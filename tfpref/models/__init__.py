@@ -8,7 +8,7 @@ from tfpref.data.tokenizer import VOCAB_SIZE
 from tfpref.data.tokenizers import KerasHubTokenizer
 from tfpref.models.conv import ConvEncoder
 from tfpref.models.heads import ClassifierHead, RewardHead, ScalarHead
-from tfpref.models.keras_hub import KerasHubBackbone
+from tfpref.models.keras_hub import KerasHubBackbone, preset_limits
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.lstm import LstmLM
 from tfpref.models.tasks import CausalLM, Classifier, RewardModel
@@ -38,6 +38,13 @@ def build_model(model_config, seed=None):
     return model
 
 
+def max_positions(model_config):
+    """The longest sequence the model a ModelConfig describes can encode (None: no limit, the LSTM)."""
+    if model_config.model == "keras_hub":  # its learned position table, read from the preset's config
+        return preset_limits(model_config.preset)[1]
+    return MAX_TRANSFORMER_SEQ_LEN if model_config.model == "transformer" else None
+
+
 def build_task_model(config, seed=None):
     """The task model the RunConfig `config`'s objective trains, with a new backbone."""
     backbone = build_model(config.model, seed=seed)
@@ -50,6 +57,6 @@ def build_task_model(config, seed=None):
                     TYPICAL_SEGMENT_BYTES[config.feedback.segment], name="causal_lm")
 
 
-__all__ = ["build_model", "build_task_model", "sequence_logprobs", "TransformerLM", "LstmLM", "ConvEncoder",
-           "ScalarHead", "ClassifierHead", "RewardHead", "CausalLM", "RewardModel", "Classifier", "MODEL_CLASSES",
-           "KerasHubBackbone"]
+__all__ = ["build_model", "build_task_model", "max_positions", "sequence_logprobs", "TransformerLM", "LstmLM",
+           "ConvEncoder", "ScalarHead", "ClassifierHead", "RewardHead", "CausalLM", "RewardModel", "Classifier",
+           "MODEL_CLASSES", "KerasHubBackbone"]

@@ -24,11 +24,24 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
-from tfpref.data.tokenizer import EOS_ID, PAD_ID, ByteTokenizer, left_pad  # noqa: F401 (left_pad re-exported)
+from tfpref.data.tokenizer import ByteTokenizer, left_pad  # noqa: F401 (left_pad re-exported)
 
-# Ids a model must never emit by default: padding, a second BOS, control tokens (they are inputs:
-# conditional training puts them in prompts; the model should not choose them itself).
+# The byte vocabulary's bans: padding, a second BOS, control tokens (they are inputs: conditional
+# training puts them in prompts; the model should not choose them itself). A sampler takes its
+# model's own bans (`model_banned_ids`), which for a byte-level model are these.
 DEFAULT_BANNED_IDS = ByteTokenizer.generation_banned_ids
+# What fills a row's columns after it finished (masked out): id 0 exists in every vocabulary.
+FILLER_ID = 0
+# `eos_id` left unsaid: the model's own end token (None is a choice: never stop early).
+MODEL_EOS = "model"
+
+
+def model_banned_ids(model):
+    """The ids `model` never emits when asked for aligned text: a task model's (its conditioning
+    decides), else the backbone's vocabulary's."""
+    if hasattr(model, "banned_ids"):
+        return tuple(model.banned_ids(True))
+    return tuple(model.generation_banned_ids)
 
 
 def filter_logits(logits, top_k, top_p):
@@ -56,15 +69,18 @@ class Sampler:
     Args:
         model: a tfpref language model (`init_cache`, `hidden_states_cached`, `logits_from_hidden`).
         max_new_tokens: length of the generated part.
-        banned_ids: ids never sampled (default: PAD, BOS and the control ids).
-        eos_id: the id that ends a row; None generates exactly `max_new_tokens` everywhere.
+        banned_ids: ids never sampled (default: the model's, `model_banned_ids`: for the byte
+            vocabulary PAD, BOS and the control ids; for a keras-hub preset its start and pad tokens
+            unless they are its end token).
+        eos_id: the id that ends a row (default: the model's `eos_id`, the end token of its
+            vocabulary); None generates exactly `max_new_tokens` everywhere.
         use_cache: False recomputes the full sequence every step (a reference, much slower).
         jit_compile: compile the generation with XLA.
 
     Calling it with `prompt_ids`, `prompt_mask` (int32 / bool [batch, prompt_len], left-padded,
     every row with at least one real token) and `temperature` (0 = greedy), `top_k` (0 = off),
     `top_p` (1 = off), `seed` returns a dict of NumPy arrays:
-        tokens [batch, max_new_tokens] int32: generated ids, PAD after a row finished.
+        tokens [batch, max_new_tokens] int32: generated ids, FILLER_ID after a row finished.
         mask [batch, max_new_tokens] bool: True on generated tokens (the EOS included).
         logprobs [batch, max_new_tokens] float32: log-probability of each token under the
             distribution it was drawn from (temperature, top-k/top-p and bans applied); for greedy
@@ -75,9 +91,10 @@ class Sampler:
     The same seed and inputs give the same output.
     """
 
-    def __init__(self, model, max_new_tokens, banned_ids=DEFAULT_BANNED_IDS, eos_id=EOS_ID,
-                 use_cache=True, jit_compile=True):
+    def __init__(self, model, max_new_tokens, banned_ids=None, eos_id=MODEL_EOS, use_cache=True, jit_compile=True):
         self.model, self.max_new_tokens = model, int(max_new_tokens)
+        banned_ids = model_banned_ids(model) if banned_ids is None else banned_ids
+        eos_id = model.eos_id if eos_id == MODEL_EOS else eos_id
         self.eos_id, self.use_cache = eos_id, use_cache
         banned = np.zeros([model.vocab_size], bool)
         banned[list(banned_ids)] = True
@@ -116,7 +133,7 @@ class Sampler:
             hidden, cache = self.model.hidden_states_cached(prompt_ids, cache, 0, key_mask,
                                                             prompt_positions, offset)
         else:
-            cache = tf.concat([prompt_ids, tf.fill([batch, new], PAD_ID)], axis=1)
+            cache = tf.concat([prompt_ids, tf.fill([batch, new], FILLER_ID)], axis=1)
             hidden = self._uncached_hidden(cache, key_mask, prompt_positions, new_positions,
                                            prompt_len - 1, offset)
         logits = self.model.logits_from_hidden(hidden[:, -1])
@@ -125,7 +142,7 @@ class Sampler:
             token, logprob, model_logprob = self._choose(logits, temperature, top_k, top_p,
                                                          tf.stack([seed, i]))
             alive = tf.logical_not(finished)
-            token = tf.where(alive, token, PAD_ID)
+            token = tf.where(alive, token, FILLER_ID)
             tokens = _write_column(tokens, token, i)
             logprobs = _write_column(logprobs, tf.where(alive, logprob, 0.0), i)
             model_logprobs = _write_column(model_logprobs, tf.where(alive, model_logprob, 0.0), i)
@@ -148,7 +165,7 @@ class Sampler:
 
         zeros = tf.zeros([batch, new], tf.float32)
         state = (tf.constant(0), logits, cache, tf.zeros([batch], tf.bool),
-                 tf.fill([batch, new], PAD_ID), zeros, zeros, tf.zeros([batch, new], tf.bool))
+                 tf.fill([batch, new], FILLER_ID), zeros, zeros, tf.zeros([batch, new], tf.bool))
         _, _, _, finished, tokens, logprobs, model_logprobs, mask = tf.while_loop(
             not_done, step, state, maximum_iterations=new)
         return {"tokens": tokens, "mask": mask, "logprobs": logprobs,

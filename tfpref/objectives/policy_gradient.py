@@ -2,7 +2,9 @@
 
 Every step's data is made on the spot: a rollout samples completions of training prompts with the
 current policy (`tfpref.rl.rollouts`), scores them, and estimates the per-token KL to the
-frozen --init_from policy. The KL enters the reward, R' = R - kl_coef * KL (per token for PPO):
+frozen --init_from policy (with --lora_rank on a preset, the policy with its new adapters off: no
+second copy of the model; see `tfpref.rl.reference`). The KL enters the reward,
+R' = R - kl_coef * KL (per token for PPO):
   * reinforce: loss_i = -(R'_i - b) sum_t log pi(a_t|s_t); b = 0 or a moving average of R'.
   * rloo: b = the mean R' of the prompt's other --samples_per_prompt - 1 completions
     (Ahmadian et al. 2024).
@@ -20,12 +22,14 @@ import tensorflow as tf
 from tfpref.data.chat import render_text
 from tfpref.data.pipeline import ArrayData, batch_order
 from tfpref.data.prompts import policy_prompts, prompt_arrays
+from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
+from tfpref.models import max_positions
 from tfpref.models.logprobs import token_logprobs_from_logits
 from tfpref.objectives.base import BatchPlan, Objective, ObjectiveOutput
 from tfpref.rewards import reward_function
 from tfpref.rl.kl import KLController
-from tfpref.rl.reference import reference_model
+from tfpref.rl.reference import AdaptersOff, policy_reference
 from tfpref.rl.rollouts import RolloutMaker
 
 MOVING_AVERAGE_DECAY = 0.9
@@ -108,7 +112,8 @@ class PolicyGradientObjective(Objective):
 
     @classmethod
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
-        """Prompts of the training split; RL has no validation loss (evaluate.py measures reward)."""
+        """Prompts of the training split in the model's tokens; RL has no validation loss (evaluate.py
+        measures reward)."""
         data = config.data
         prompts = policy_prompts(data.data, "train", config.align.prompt_chars, data.text_field, data.max_chunk_chars,
                                  data.validation_data, data.split_by)
@@ -116,7 +121,8 @@ class PolicyGradientObjective(Objective):
             raise UserError(f"--data {data.data}: no prompts in the training split")
         loaded = {split: None for split in wanted}
         if "train" in wanted:
-            loaded["train"] = prompt_arrays(prompts, config.align.max_new_tokens)
+            loaded["train"] = prompt_arrays(prompts, config.align.max_new_tokens, tokenizer_for(config.model),
+                                            max_positions(config.model))
         return loaded
 
     def checkpoint_trackables(self):
@@ -125,8 +131,12 @@ class PolicyGradientObjective(Objective):
     def prepare(self, model):
         config = self.config
         reward = reward_function(config.align.reward_model, config.feedback.scorer)
-        self.maker = RolloutMaker(model, reference_model(config), reward, config.align, config.runtime.jit_compile)
-        return {"reward_source": f"maximising {reward.description}"}
+        reference = policy_reference(config, model)
+        self.maker = RolloutMaker(model, reference, reward, config.align, config.runtime.jit_compile,
+                                  tokenizer_for(config.model))
+        kind = ("the policy with its LoRA adapters off" if isinstance(reference, AdaptersOff)
+                else "a copy of the --init_from policy")
+        return {"reward_source": f"maximising {reward.description}", "reference": f"the KL reference is {kind}"}
 
     # ---- data: a rollout, then its optimizer steps ---------------------------------------------
 

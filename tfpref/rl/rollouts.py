@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfpref.data.chat import chat_generation, messages_from_ids, role_ids
-from tfpref.data.tokenizer import PAD_ID, ByteTokenizer
+from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.models.logprobs import token_logprobs_from_logits
-from tfpref.models.sampling import DEFAULT_BANNED_IDS, Sampler
+from tfpref.models.sampling import Sampler, model_banned_ids
 from tfpref.rl.kl import kl_estimates
 
 
@@ -27,14 +27,14 @@ class Rollout:
     scores: np.ndarray          # [rows] reward before penalties, whitening and KL
 
 
-def layout(prompt_ids, prompt_mask, tokens, token_mask):
+def layout(prompt_ids, prompt_mask, tokens, token_mask, pad_id=0):
     """Right-padded rows BOS prompt completion from left-padded prompts and sampled tokens.
 
     Returns (token_ids [n, P + N], padding_mask, completion_mask), P the prompt width and N the
-    sampled width; completion_mask marks the sampled tokens.
+    sampled width; completion_mask marks the sampled tokens; `pad_id` fills the rest (masked).
     """
     n, width = prompt_ids.shape[0], prompt_ids.shape[1] + tokens.shape[1]
-    token_ids = np.full([n, width], PAD_ID, np.int32)
+    token_ids = np.full([n, width], pad_id, np.int32)
     padding_mask = np.zeros([n, width], bool)
     completion_mask = np.zeros([n, width], bool)
     for row in range(n):
@@ -52,18 +52,21 @@ class RolloutMaker:
 
     Args:
         policy: the `CausalLM` being trained (its value head, if any, gives the values: PPO).
-        reference: the frozen reference `CausalLM`.
+        reference: the frozen reference: a `CausalLM`, or the policy with its LoRA adapters off
+            (`tfpref.rl.reference.AdaptersOff`), whose forward pass is traced separately here.
         reward: callable (prompts, completions, finished) -> rewards, see `tfpref.rewards`.
         align: the run's AlignConfig; jit_compile: compile sampling and the forward passes.
+        tokenizer: the policy's tokenizer (default: bytes): prompts and completions are decoded with
+            it; the policy's end token stops a completion, and its banned ids are never sampled.
     """
 
-    def __init__(self, policy, reference, reward, align, jit_compile=True):
+    def __init__(self, policy, reference, reward, align, jit_compile=True, tokenizer=None):
         self.reward, self.align = reward, align
         self.sampler = Sampler(policy, align.max_new_tokens, jit_compile=jit_compile)
         # Replies to chat prompts end their turn with <|end|> (tfpref.data.chat); built when needed.
         self.chat_sampler = None
         self._policy, self._jit_compile = policy, jit_compile
-        self.tokenizer = ByteTokenizer()
+        self.tokenizer = tokenizer or ByteTokenizer()
 
         def forward(model, head, token_ids, padding_mask):
             hidden = model.hidden_states(token_ids[:, :-1], padding_mask[:, :-1])
@@ -80,7 +83,7 @@ class RolloutMaker:
         if not chat:
             return self.sampler
         if self.chat_sampler is None:
-            eos_id, banned = chat_generation(DEFAULT_BANNED_IDS, self.tokenizer)
+            eos_id, banned = chat_generation(model_banned_ids(self._policy), self.tokenizer)
             self.chat_sampler = Sampler(self._policy, self.align.max_new_tokens, banned_ids=banned, eos_id=eos_id,
                                         jit_compile=self._jit_compile)
         return self.chat_sampler
@@ -96,13 +99,14 @@ class RolloutMaker:
         # Left-padded: the last column ends each prompt, a chat prompt with <|assistant|>.
         chat = bool(np.any(prompt_ids[:, -1] == role_ids(self.tokenizer)["assistant"]))
         out = self._sampler(chat)(prompt_ids, prompt_mask, temperature=align.temperature, seed=seed)
-        token_ids, padding_mask, completion_mask = layout(prompt_ids, prompt_mask, out["tokens"], out["mask"])
+        token_ids, padding_mask, completion_mask = layout(prompt_ids, prompt_mask, out["tokens"], out["mask"],
+                                                          self.tokenizer.pad_id)
         logprobs, values = (x.numpy() for x in self._policy_pass(token_ids, padding_mask))
         reference_logprobs = self._reference_pass(token_ids, padding_mask).numpy()
         on = completion_mask[:, 1:]
         logprobs, reference_logprobs, values = (np.where(on, x, 0.0).astype(np.float32)
                                                 for x in (logprobs, reference_logprobs, values))
-        prompts = [messages_from_ids(row[mask]) if chat else self.tokenizer.decode(row[mask])
+        prompts = [messages_from_ids(row[mask], self.tokenizer) if chat else self.tokenizer.decode(row[mask])
                    for row, mask in zip(prompt_ids, prompt_mask)]
         completions = [self.tokenizer.decode(row[mask]) for row, mask in zip(out["tokens"], out["mask"])]
         finished = out["finished"]
