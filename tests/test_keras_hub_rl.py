@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import run_cli_in_process, scalar_events, tiny_config, write_tiny_corpus
-from keras_hub_presets import save_tiny_gpt2_preset
+from keras_hub_presets import preset_backbone, save_tiny_gpt2_preset
 from tfpref.cli import evaluate_main, train_main
 from tfpref.config import AlignConfig, ModelConfig
 from tfpref.data.prompts import encode_prompts
@@ -62,7 +62,7 @@ def adapted_policy(preset, seed=0):
 
 
 def test_adapters_off_reference_equals_a_separate_copy(preset):
-    policy, copy = adapted_policy(preset), KerasHubBackbone(preset)
+    policy, copy = adapted_policy(preset), preset_backbone(preset)
     reference = AdaptersOff(policy)
     tokenizer = KerasHubTokenizer(preset)
     ids, mask = left_pad([tokenizer.encode(t, add_bos=True) for t in ("def f(x):", "import os", "x = 1  # one")])
@@ -213,8 +213,11 @@ def test_rl_refuses_what_does_not_fit_a_preset(tmp_path, preset, corpus, base_ru
                          max_new_tokens=60, prompt_chars=PROMPT_CHARS, train_steps=1)
     with pytest.raises(UserError, match="--max_new_tokens 60: .* exceed the model's 64 positions"):
         train(config, show_progress=False)
-    with pytest.raises(UserError, match="conversational prompts need the chat template's role tokens"):
-        encode_prompts(["x", [{"role": "user", "content": "hi"}]], KerasHubTokenizer(preset))
+    # A conversation is rendered with the role tokens added to the preset's vocabulary.
+    tokenizer = KerasHubTokenizer(preset)
+    ids, mask = encode_prompts(["x", [{"role": "user", "content": "hi"}]], tokenizer)
+    assert ids[1, -1] == tokenizer.control_tokens["<|assistant|>"] and ids[0, -1] != ids[1, -1]
+    assert tokenizer.control_tokens["<|user|>"] in ids[1][mask[1]]
 
 
 def test_scored_segments_are_tokenized_by_the_preset(tmp_path, preset, corpus):

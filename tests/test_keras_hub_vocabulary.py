@@ -232,6 +232,13 @@ def test_sft_on_chat_records_on_a_preset_and_the_exported_chat_signature(tmp_pat
     np.testing.assert_array_equal(out["finished"].numpy(), library["finished"])
     np.testing.assert_allclose(out["logprob"].numpy(), library["logprobs"].sum(1), atol=1e-4)
 
+    # evaluate.py on the chat file: its conversations rendered with the preset's role tokens, replies sampled.
+    result = run_cli_in_process(evaluate_main, ["--model_dir", str(tmp_path / "run"), "--data", str(path),
+                                                "--num_samples", "2", "--max_new_tokens", "4"])
+    assert result.returncode == 0, result.stderr
+    samples = [json.loads(line) for line in open(tmp_path / "run" / "eval" / "chat" / "samples.jsonl")]
+    assert len(samples) == 2 and all(s["messages"] and s["num_tokens"] <= 4 for s in samples)
+
 
 def test_lora_is_refused_where_the_added_tokens_must_learn(tmp_path, preset):
     with pytest.raises(UserError, match="--objective conditional trains the control tokens' embeddings, which "

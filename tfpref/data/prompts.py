@@ -70,11 +70,8 @@ def _jsonl_prompts(path):
 def encode_prompts(prompts, tokenizer=None):
     """(ids int32 [n, width], mask bool), each row BOS + prompt in `tokenizer`'s vocabulary (default:
     bytes), left-padded to the longest; a conversation is rendered by the chat template, ending with
-    the generation prompt (its role tokens are control ids: a vocabulary without them refuses it)."""
+    the generation prompt (its role tokens are control ids, which every vocabulary has)."""
     tokenizer = tokenizer or ByteTokenizer()
-    if not tokenizer.control_ids and any(is_conversation(p) for p in prompts):
-        raise UserError("conversational prompts need the chat template's role tokens, which a keras-hub "
-                        "preset's vocabulary does not have: give text prompts")
     texts = [p for p in prompts if not is_conversation(p)]
     encoded = iter(tokenizer.encode_all(texts, add_bos=True))  # one call: a preset tokenizes per call
     return left_pad([np.concatenate([[tokenizer.bos_id], render(p, True, tokenizer)]).astype(np.int32)

@@ -135,23 +135,21 @@ def sample_completions(model, items, settings, tokenizer=None):
     after BOS, a preference vector), with its banned ids, and stops at its end token. Prompts are
     encoded and completions decoded by `tokenizer`, the model's (default: bytes). Conversational
     items (with "messages", all of them or none) are rendered by the chat template and their
-    replies stop at `<|end|>`; a vocabulary without the template's role tokens refuses them.
+    replies stop at `<|end|>` (the template's role tokens are control tokens of every vocabulary:
+    a preset's grows by them).
     """
     tokenizer = tokenizer or ByteTokenizer()
     prefix = list(model.prompt_prefix(True))
     chat = "messages" in items[0]
-    if chat and not tokenizer.control_ids:
-        raise UserError("conversational prompts need the chat template's role tokens, which a keras-hub preset's "
-                        "vocabulary does not have: give text prompts")
     texts = [] if chat else tokenizer.encode_all([item["prompt"] for item in items])
-    encoded = [np.concatenate([[tokenizer.bos_id], prefix, render(item["messages"], add_generation_prompt=True)
+    encoded = [np.concatenate([[tokenizer.bos_id], prefix, render(item["messages"], True, tokenizer)
                                if chat else texts[index]]).astype(np.int32) for index, item in enumerate(items)]
     positions = model.backbone.max_seq_len
     for index, ids in enumerate(encoded):
-        if len(ids) + settings.max_new_tokens > positions:
+        if positions and len(ids) + settings.max_new_tokens > positions:  # an LSTM has no limit
             raise UserError(f"prompt {index + 1}: {len(ids)} tokens with --max_new_tokens "
                             f"{settings.max_new_tokens} exceeds the model's {positions} positions")
-    eos_id, banned_ids = (chat_generation(model.banned_ids(True)) if chat
+    eos_id, banned_ids = (chat_generation(model.banned_ids(True), tokenizer) if chat
                           else (model.eos_id, model.banned_ids(True)))
     sampler = Sampler(model, settings.max_new_tokens, banned_ids=banned_ids, eos_id=eos_id)
     results = []

@@ -16,6 +16,7 @@ Example:
 import contextlib
 
 from tfpref.models import CausalLM, build_model
+from tfpref.models.lora import adapted_layers
 from tfpref.runs import load_config, restore_weights
 
 
@@ -61,7 +62,7 @@ class AdaptersOff:
 
     def __init__(self, policy):
         self.policy = policy
-        self.adapted = [layer for layer in policy._flatten_layers() if getattr(layer, "lora_enabled", False)]
+        self.adapted = adapted_layers(policy)
         if not self.adapted:
             raise ValueError(f"{policy.name} has no LoRA adapters to switch off")
         self.vocab_size, self.d_model = policy.vocab_size, policy.d_model
