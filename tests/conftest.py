@@ -13,3 +13,12 @@ def score_cache_dir(tmp_path_factory):
         os.environ.pop("TFPREF_CACHE_DIR")
     else:
         os.environ["TFPREF_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def restore_precision_policy():
+    """Put Keras' global float32 policy back after a test that trains in mixed precision."""
+    yield
+    import keras  # late: the cache fixture above must not load Keras for every test run
+
+    keras.mixed_precision.set_global_policy("float32")

@@ -16,12 +16,6 @@ def preset(tmp_path_factory):
     return save_tiny_gpt2_preset(tmp_path_factory.mktemp("preset") / "tiny_gpt2")
 
 
-@pytest.fixture
-def restore_precision_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_a_lora_preset_trains_in_mixed_precision(tmp_path, preset, precision, restore_precision_policy):
     corpus = write_tiny_corpus(tmp_path)

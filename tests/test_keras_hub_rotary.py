@@ -74,40 +74,6 @@ def test_left_padded_rows_score_as_unpadded_ones(backbone):
         np.testing.assert_allclose(batched[r, ids.shape[1] - len(row):], alone, atol=1e-4)
 
 
-def test_cached_generation_equals_uncached(backbone):
-    ids, mask = left_pad(prompts(backbone.vocab_size))
-    cached = Sampler(backbone, NEW, banned_ids=(), eos_id=None, jit_compile=False)(ids, mask, temperature=0.0)
-    uncached = Sampler(backbone, NEW, banned_ids=(), eos_id=None, use_cache=False, jit_compile=False)(
-        ids, mask, temperature=0.0)
-    np.testing.assert_array_equal(cached["tokens"], uncached["tokens"])
-    np.testing.assert_allclose(cached["logprobs"], uncached["logprobs"], atol=1e-4)
-    np.testing.assert_allclose(cached["model_logprobs"], uncached["model_logprobs"], atol=1e-4)
-
-
-def test_rows_do_not_depend_on_left_padding(backbone):
-    rows = prompts(backbone.vocab_size)
-    sampler = Sampler(backbone, NEW, banned_ids=(), eos_id=None, jit_compile=False)
-    batched = sampler(*left_pad(rows), temperature=0.0)
-    for r, row in enumerate(rows):
-        alone = sampler(*left_pad([row]), temperature=0.0)
-        np.testing.assert_array_equal(alone["tokens"][0], batched["tokens"][r])
-        np.testing.assert_allclose(alone["logprobs"][0], batched["logprobs"][r], atol=1e-4)
-        # The sampled continuation's log-probs equal a plain, unpadded forward pass over prompt + completion.
-        sequence = np.concatenate([row, alone["tokens"][0]])[None]
-        plain = sequence_logprobs(backbone, sequence, np.ones_like(sequence, bool)).numpy()[0, len(row) - 1:]
-        np.testing.assert_allclose(plain, alone["model_logprobs"][0], atol=1e-4)
-
-
-@pytest.mark.slow
-def test_cached_generation_under_xla_equals_uncached(backbone):
-    ids, mask = left_pad(prompts(backbone.vocab_size))
-    compiled = Sampler(backbone, NEW, banned_ids=(), eos_id=None)(ids, mask, temperature=0.0)
-    reference = Sampler(backbone, NEW, banned_ids=(), eos_id=None, use_cache=False, jit_compile=False)(
-        ids, mask, temperature=0.0)
-    np.testing.assert_array_equal(compiled["tokens"], reference["tokens"])
-    np.testing.assert_allclose(compiled["logprobs"], reference["logprobs"], atol=1e-4)
-
-
 def test_serialization_round_trip_records_the_preset(preset, backbone):
     assert backbone.get_config()["preset"] == preset
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(backbone))

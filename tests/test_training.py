@@ -52,13 +52,6 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-@pytest.fixture
-def restore_precision_policy():
-    yield
-    import keras
-    keras.mixed_precision.set_global_policy("float32")
-
-
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains(tmp_path, corpus, precision, restore_precision_policy):
     config = tiny_config(tmp_path / precision, corpus, mixed_precision=precision, train_steps=6)
