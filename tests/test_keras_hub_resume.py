@@ -1,13 +1,11 @@
 """A keras-hub preset run with LoRA, killed with SIGKILL and started again, ends as an uninterrupted run does."""
 import json
-import re
-import signal
 
 import pytest
 
 from helpers import run_train, write_tiny_corpus
 from keras_hub_presets import save_tiny_gpt2_preset
-from test_resume import start_and_wait_for_checkpoint
+from test_resume import kill_9_and_rerun
 
 STEPS = 600
 
@@ -28,16 +26,7 @@ def test_kill_9_then_rerun_of_a_lora_preset_run_matches_an_uninterrupted_run(com
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     want = json.load(open(tmp_path / "uninterrupted" / "train_result.json"))
 
-    model_dir = tmp_path / "killed"
-    process = start_and_wait_for_checkpoint(command, model_dir, at_least_step=100)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert not (model_dir / "train_result.json").exists(), "the run finished before it was killed"
-
-    resumed = run_train([*command, "--model_dir", str(model_dir)])
-    assert resumed.returncode == 0, resumed.stderr
-    assert re.search(r"Resuming .* from step \d+", resumed.stdout)
-    result = json.load(open(model_dir / "train_result.json"))
+    result = kill_9_and_rerun(command, tmp_path / "killed")
     assert result["step"] == STEPS
     assert result["loss"] == pytest.approx(want["loss"], abs=1e-5)
     assert result["validation_nll"] == pytest.approx(want["validation_nll"], abs=1e-5)

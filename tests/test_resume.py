@@ -47,18 +47,22 @@ def start_and_wait_for_checkpoint(command, model_dir, at_least_step):
     pytest.fail(f"no checkpoint at step {at_least_step} appeared: {process.communicate()[1][-2000:]}")
 
 
-@pytest.mark.slow
-def test_kill_9_then_rerun_matches_an_uninterrupted_run(command, uninterrupted, tmp_path):
-    model_dir = tmp_path / "killed"
-    process = start_and_wait_for_checkpoint(command, model_dir, at_least_step=100)
+def kill_9_and_rerun(command, model_dir, at_least_step=100):
+    """The train result of `command` killed with SIGKILL once it has checkpointed `at_least_step`, then
+    run again to its end (which must say it resumed)."""
+    process = start_and_wait_for_checkpoint(command, model_dir, at_least_step)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert not (model_dir / "train_result.json").exists(), "the run finished before it was killed"
-
     resumed = run_train([*command, "--model_dir", str(model_dir)])
     assert resumed.returncode == 0, resumed.stderr
     assert re.search(r"Resuming .* from step \d+", resumed.stdout)
-    result = json.load(open(model_dir / "train_result.json"))
+    return json.load(open(model_dir / "train_result.json"))
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_matches_an_uninterrupted_run(command, uninterrupted, tmp_path):
+    result = kill_9_and_rerun(command, tmp_path / "killed")
     assert result["step"] == STEPS
     assert result["loss"] == pytest.approx(uninterrupted["loss"], abs=1e-5)
     assert result["validation_nll"] == pytest.approx(uninterrupted["validation_nll"], abs=1e-5)
