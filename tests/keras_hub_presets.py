@@ -69,3 +69,37 @@ def preset_backbone(preset):
     from tfpref.models import build_model
 
     return build_model(ModelConfig(model="keras_hub", preset=preset))
+
+
+
+def export_and_check_against_the_library(policy, tokenizer, directory, prompts, texts, new):
+    """Export `policy` (a preset CausalLM) with `tokenizer` in the graph, load it, and check that its greedy
+    `generate` of `prompts` and its `score` of `texts` equal the library's sampler and log-probs; returns
+    the loaded SavedModel. Loading it needs TensorFlow Text's ops (`import tensorflow_text` first)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfpref.models.logprobs import sequence_logprobs
+    from tfpref.models.sampling import Sampler, left_pad
+    from tfpref.training.export import export_model
+
+    served = tf.saved_model.load(export_model(policy, str(directory), step=3, seq_len=32, tokenizer=tokenizer))
+    assert sorted(served.signatures) == ["chat", "generate", "score"]  # the chat markers are added tokens
+    out = served.signatures["generate"](prompts=tf.constant(prompts), max_new_tokens=tf.constant(new),
+                                        temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0),
+                                        seed=tf.constant(0))
+    library = Sampler(policy, new, banned_ids=policy.banned_ids(), eos_id=policy.eos_id, jit_compile=False)(
+        *left_pad([tokenizer.encode(p, add_bos=True) for p in prompts]), temperature=0.0)
+    for row in range(len(prompts)):
+        tokens = library["tokens"][row][library["mask"][row]]
+        assert out["completions"].numpy()[row].decode("utf-8", "replace") == tokenizer.decode(tokens)
+    np.testing.assert_array_equal(out["num_tokens"].numpy(), library["lengths"])
+    np.testing.assert_allclose(out["logprob"].numpy(), library["logprobs"].sum(1), atol=1e-4)
+
+    scored = served.signatures["score"](texts=tf.constant(texts))
+    for row, text in enumerate(texts):
+        ids = tokenizer.encode(text, add_bos=True)[None]
+        want = sequence_logprobs(policy, ids, np.ones_like(ids, bool)).numpy().sum()
+        np.testing.assert_allclose(scored["total_logprob"].numpy()[row], want, atol=1e-4)
+        assert scored["num_tokens"].numpy()[row] == ids.shape[1] - 1
+    return served

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from helpers import run_cli_in_process, tiny_config, write_tiny_corpus
 from tfpref.cli import evaluate_main
-from keras_hub_presets import preset_backbone, save_tiny_gpt2_preset
+from keras_hub_presets import export_and_check_against_the_library, preset_backbone, save_tiny_gpt2_preset
 from tfpref.config import ModelConfig, inapplicable_flags
 from tfpref.data.pipeline import build_token_data
 from tfpref.data.preferences import encode_completion, load_preferences, preference_arrays
@@ -23,7 +23,6 @@ from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
 from tfpref.rewards import RewardModelReward
 from tfpref.runs import load_run, resolve_config
-from tfpref.training.export import export_model
 from tfpref.training.run import train
 
 NEW = 10
@@ -226,30 +225,9 @@ def test_export_generates_and_scores_with_the_presets_tokenizer_in_the_graph(tmp
     import tensorflow_text  # noqa: F401 (registers the ops of keras-hub's in-graph tokenizer; optional, heavy)
 
     policy = CausalLM(build_model(ModelConfig(model="keras_hub", preset=preset)), name="causal_lm")
-    tokenizer = KerasHubTokenizer(preset)
-    path = export_model(policy, str(tmp_path), step=3, seq_len=32, tokenizer=tokenizer)
-    served = tf.saved_model.load(path)
-    assert sorted(served.signatures) == ["chat", "generate", "score"]  # the chat markers are added tokens
-
-    prompts = ["def f(x):", "import os\n", "x"]
-    out = served.signatures["generate"](prompts=tf.constant(prompts), max_new_tokens=tf.constant(NEW),
-                                        temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0),
-                                        seed=tf.constant(0))
-    library = Sampler(policy, NEW, banned_ids=policy.banned_ids(), eos_id=policy.eos_id, jit_compile=False)(
-        *left_pad([tokenizer.encode(p, add_bos=True) for p in prompts]), temperature=0.0)
-    for row in range(len(prompts)):
-        tokens = library["tokens"][row][library["mask"][row]]
-        assert out["completions"].numpy()[row].decode("utf-8", "replace") == tokenizer.decode(tokens)
-    np.testing.assert_array_equal(out["num_tokens"].numpy(), library["lengths"])
-    np.testing.assert_allclose(out["logprob"].numpy(), library["logprobs"].sum(1), atol=1e-4)
-
-    texts = ["def f(x):\n    return x\n", "é"]
-    scored = served.signatures["score"](texts=tf.constant(texts))
-    for row, text in enumerate(texts):
-        ids = tokenizer.encode(text, add_bos=True)[None]
-        want = sequence_logprobs(policy, ids, np.ones_like(ids, bool)).numpy().sum()
-        np.testing.assert_allclose(scored["total_logprob"].numpy()[row], want, atol=1e-4)
-        assert scored["num_tokens"].numpy()[row] == ids.shape[1] - 1
+    served = export_and_check_against_the_library(policy, KerasHubTokenizer(preset), tmp_path,
+                                                  ["def f(x):", "import os\n", "x"],
+                                                  ["def f(x):\n    return x\n", "é"], NEW)
     with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens exceed the model.{1,2}s 63 positions"):
         served.signatures["generate"](prompts=tf.constant(["x" * 60]), max_new_tokens=tf.constant(NEW),
                                       temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0),
