@@ -5,15 +5,20 @@ Shape: batch 8, prompt 32 tokens, 224 new tokens (256 in all), on the default tf
 keras-hub GPT-2 of the same shape. Generation never stops early (tfpref: `eos_id=None`;
 keras-hub: `stop_token_ids=None`), so every call produces exactly 8 x 224 tokens.
 
-Configurations, all in one process, timed in interleaved rounds after warm-up calls (tracing and
-XLA compilation):
+Configurations, timed in interleaved rounds after warm-up calls (tracing and XLA compilation):
     tfpref cached, greedy and top-k (k=5) sampling, with and without XLA;
     tfpref uncached (the whole sequence recomputed every step), greedy, XLA;
     keras-hub GPT2CausalLM.generate (its own KV cache, XLA as it compiles by default), with its
-        "greedy" and "top_k" (k=5) samplers.
-A call is timed from Python inputs to NumPy outputs. new_tokens_per_second uses the median call.
-The summary gives tfpref cached / uncached (target >= 10) and tfpref / keras-hub for the same
-sampler (target >= 2).
+        "greedy" and "top_k" (k=5) samplers;
+    tfpref's export (`export_model`): the SavedModel's `generate` signature, greedy and top-k,
+        called in a fresh process that does not import tfpref (plain TensorFlow), after a warm-up
+        call, as a server runs it. Its prompts are 31 random printable bytes after BOS (the same 32
+        tokens); it stops rows at the model's end token, so its tokens per second count the
+        decoding steps of its longest row for every row (the loop carries finished rows along).
+The others run in this process. A call is timed from Python inputs to NumPy outputs;
+new_tokens_per_second uses the median call. The summary gives tfpref cached / uncached (target
+>= 10), tfpref / keras-hub for the same sampler (target >= 2), and export / in-process for the
+same sampler (target 1.0: the export is as fast as the compiled sampler).
 
 Output: one JSON object per line on stdout; progress on stderr.
 
@@ -24,8 +29,12 @@ Usage:
 import tfpref  # noqa: F401  (first: silences TensorFlow's CUDA-probe noise on import)
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import keras
@@ -36,8 +45,9 @@ from bench_common import BackgroundLoad, emit
 
 from tfpref.config import ModelConfig
 from tfpref.data.tokenizer import BOS_ID, NUM_SPECIAL, VOCAB_SIZE
-from tfpref.models import build_model
+from tfpref.models import CausalLM, build_model
 from tfpref.models.sampling import Sampler
+from tfpref.training.export import export_model
 
 BENCHMARK = "generate_throughput"
 BATCH, PROMPT_LEN, NEW_TOKENS = 8, 32, 224
@@ -100,6 +110,48 @@ class KerasHubRunner:
         return out["token_ids"][:, PROMPT_LEN:]
 
 
+# Runs in a fresh interpreter (plain TensorFlow): loads the export, warms up, times the calls.
+EXPORT_CLIENT = r"""
+import json, sys, time
+import tensorflow as tf
+assert "tfpref" not in sys.modules
+path, prompts, settings, calls = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+generate = tf.saved_model.load(path).signatures["generate"]
+inputs = {"prompts": tf.constant([p.encode("latin-1") for p in prompts]), "max_new_tokens": tf.constant(settings[0]),
+          "temperature": tf.constant(settings[1]), "top_k": tf.constant(settings[2]), "top_p": tf.constant(1.0),
+          "seed": tf.constant(0)}
+generate(**inputs)
+times, steps = [], []
+for call in range(calls):
+    inputs["seed"] = tf.constant(call + 1)
+    began = time.perf_counter()
+    out = {name: value.numpy() for name, value in generate(**inputs).items()}
+    times.append(time.perf_counter() - began)
+    steps.append(int(out["num_tokens"].max()))
+print(json.dumps({"times": times, "steps": steps}))
+"""
+
+
+class ExportRunner:
+    """The exported `generate`, timed in a child process per round (see EXPORT_CLIENT)."""
+
+    def __init__(self, path, sampler_name):
+        self.impl, self.sampler_name, self.use_cache, self.jit_compile = "tfpref_export", sampler_name, True, True
+        rng = np.random.default_rng(1)
+        self.prompts = ["".join(map(chr, rng.integers(32, 127, PROMPT_LEN - 1))) for _ in range(BATCH)]
+        self.settings = [NEW_TOKENS, 0.0, 0] if sampler_name == "greedy" else [NEW_TOKENS, 1.0, TOP_K]
+        self.path, self.steps = path, []
+
+    def timed_calls(self, count):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        done = subprocess.run([sys.executable, "-c", EXPORT_CLIENT, self.path, json.dumps(self.prompts),
+                               json.dumps(self.settings), str(count)],
+                              capture_output=True, text=True, env=env, cwd="/", check=True)
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        self.steps += out["steps"]
+        return out["times"]
+
+
 def tfpref_model():
     config = ModelConfig(model="transformer", d_model=128, num_layers=4, num_heads=4, ff_dim=512)
     return build_model(config, seed=0)
@@ -126,10 +178,15 @@ def main(argv=None):
     runners.append(TfprefRunner(model, "greedy", False, True, prompts))
     for sampler_name in ("greedy", "top_k"):
         runners.append(KerasHubRunner(sampler_name, prompts))
+    export_dir = tempfile.mkdtemp(prefix="generate_throughput_")
+    log("exporting the tfpref model")
+    path = export_model(CausalLM(model), export_dir, step=0)
+    runners += [ExportRunner(path, sampler_name) for sampler_name in ("greedy", "top_k")]
 
     for runner in runners:
-        log(f"warm-up {runner.impl} {runner.sampler_name} jit_compile={runner.jit_compile}")
-        runner.run()
+        if not isinstance(runner, ExportRunner):  # the export warms up in each child process
+            log(f"warm-up {runner.impl} {runner.sampler_name} jit_compile={runner.jit_compile}")
+            runner.run()
     times = {id(runner): [] for runner in runners}
     for r in range(rounds):
         for runner in runners:
@@ -137,6 +194,9 @@ def main(argv=None):
             count = share // rounds + (1 if r < share % rounds else 0)
             log(f"round {r + 1}/{rounds}: {runner.impl} {runner.sampler_name} "
                 f"jit_compile={runner.jit_compile}, {count} calls")
+            if isinstance(runner, ExportRunner):
+                times[id(runner)] += runner.timed_calls(count)
+                continue
             for _ in range(count):
                 began = time.perf_counter()
                 runner.run()
@@ -145,9 +205,10 @@ def main(argv=None):
     records = []
     for runner in runners:
         median = statistics.median(times[id(runner)])
+        steps = statistics.median(runner.steps) if isinstance(runner, ExportRunner) else NEW_TOKENS
         records.append({"benchmark": BENCHMARK, "impl": runner.impl, "sampler": runner.sampler_name,
                         "jit_compile": runner.jit_compile, "use_cache": runner.use_cache,
-                        "new_tokens_per_second": round(BATCH * NEW_TOKENS / median, 1),
+                        "new_tokens_per_second": round(BATCH * steps / median, 1), "decoding_steps": steps,
                         "call_ms": round(1e3 * median, 1), "call_ms_min": round(1e3 * min(times[id(runner)]), 1),
                         "timed_calls": len(times[id(runner)]), "batch": BATCH,
                         "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS})
@@ -167,6 +228,9 @@ def main(argv=None):
         ratio = ours["new_tokens_per_second"] / best("keras_hub_gpt2_generate", sampler_name)["new_tokens_per_second"]
         summary[f"{sampler_name}_vs_keras_hub"] = round(ratio, 2)
         summary[f"{sampler_name}_tfpref_jit_compile"] = ours["jit_compile"]
+        export = best("tfpref_export", sampler_name)["new_tokens_per_second"]
+        summary[f"{sampler_name}_export_vs_in_process"] = round(export / ours["new_tokens_per_second"], 2)
+        summary[f"{sampler_name}_export_new_tokens_per_second"] = export
     summary.update(target_vs_keras_hub=TARGET_KERAS_HUB_SPEEDUP,
                    meets_keras_hub_target=bool(min(summary["greedy_vs_keras_hub"],
                                                    summary["top_k_vs_keras_hub"]) >= TARGET_KERAS_HUB_SPEEDUP),

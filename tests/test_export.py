@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from tfpref.cli import evaluate_main, train_main
 from tfpref.config import ModelConfig
@@ -31,6 +32,7 @@ NEW = 10
 CLIENT = r"""
 import json, sys
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 assert "tfpref" not in sys.modules
 served = tf.saved_model.load(sys.argv[1])
 calls = json.loads(sys.argv[2])
@@ -66,6 +68,15 @@ def chat_call(roles, contents, temperature, seed=0):
                      "top_k": 0, "top_p": 1.0, "seed": seed}]
 
 
+def xla_flags(export_path):
+    """The values of _XlaMustCompile on the export's functions: {True} when XLA compiles its passes."""
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_path, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    return {function.attr["_XlaMustCompile"].b for function in saved.meta_graphs[0].graph_def.library.function
+            if "_XlaMustCompile" in function.attr}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["transformer", "lstm"])
 def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_path, name):
@@ -86,7 +97,7 @@ def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_pa
     })
 
     ids, mask = left_pad([TOKENIZER.encode(p, add_bos=True) for p in PROMPTS])
-    sampler = Sampler(model, NEW, jit_compile=False)
+    sampler = Sampler(model, NEW)  # XLA-compiled, as the export: the same draws for a seed
     for call, settings in (("greedy", dict(temperature=0.0)), ("sampled", dict(temperature=0.9, top_p=0.95, seed=3))):
         expected = sampler(ids, mask, **settings)
         completions = [TOKENIZER.decode(t[m]) for t, m in zip(expected["tokens"], expected["mask"])]
@@ -100,7 +111,7 @@ def test_exported_generate_and_score_match_the_library_in_a_fresh_process(tmp_pa
                      for roles, contents in zip(ROLES, CONTENTS)]
     ids, mask = left_pad([[1, *render(c, add_generation_prompt=True)] for c in conversations])
     eos_id, banned_ids = chat_generation(model.banned_ids(True))
-    expected = Sampler(model, NEW, banned_ids=banned_ids, eos_id=eos_id, jit_compile=False)(
+    expected = Sampler(model, NEW, banned_ids=banned_ids, eos_id=eos_id)(
         ids, mask, temperature=0.9, seed=3)
     assert eos_id == end_id()
     assert served["chat"]["completions"] == [TOKENIZER.decode(t[m]) for t, m in zip(expected["tokens"],
@@ -153,9 +164,24 @@ def test_training_exports_at_the_end_and_evaluate_can_export_again(tmp_path):
     assert {"prompts", "max_new_tokens", "temperature", "top_k", "top_p", "seed"} <= set(
         generate.structured_input_signature[1])
     assert "completions" in generate.structured_outputs and "total_logprob" in score.structured_outputs
-    again = run_cli_in_process(evaluate_main, ["--model_dir", str(run_dir), "--export"])
+    # Shape buckets change no result: a shorter generation is the start of a longer one (greedy),
+    # and a batch of 3 (padded to 4 rows) gives each row what it gives alone.
+    def greedy(prompts, new):
+        return generate(prompts=tf.constant(prompts), max_new_tokens=tf.constant(new), temperature=tf.constant(0.0),
+                        top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(0))
+    long, short = greedy(PROMPTS, 20), greedy(PROMPTS, 3)
+    assert short["num_tokens"].numpy().max() <= 3
+    for row, prompt in enumerate(PROMPTS):
+        assert long["completions"].numpy()[row].startswith(short["completions"].numpy()[row])
+        assert greedy([prompt], 20)["completions"].numpy()[0] == long["completions"].numpy()[row]
+    assert xla_flags(run_dir / "export" / "2") == {True}  # the model's passes compile where the export runs
+
+    again = run_cli_in_process(evaluate_main, ["--model_dir", str(run_dir), "--export", "--no_xla"])
     assert again.returncode == 0, again.stderr
     assert sorted(os.listdir(run_dir / "export")) == ["2"]  # replaced in place, no leftovers
+    assert xla_flags(run_dir / "export" / "2") == {False}
+    refused = run_cli_in_process(evaluate_main, ["--model_dir", str(run_dir), "--no_xla"])
+    assert refused.returncode != 0 and "--no_xla applies to --export only" in refused.stderr
 
 
 @pytest.mark.parametrize("pooling,code_structure", [("last", False), ("mean", False), ("mean", True)])

@@ -44,6 +44,9 @@ def build_evaluate_parser():
     parser.add_argument("--export", action="store_true",
                         help="Instead of evaluating, write the latest checkpoint as a SavedModel to "
                              "<model_dir>/export/<step>/ (TensorFlow Serving layout).")
+    parser.add_argument("--no_xla", action="store_true",
+                        help="With --export: leave XLA compilation out of the SavedModel, for a TensorFlow Serving "
+                             "build without XLA (slower: every shape runs op by op).")
     sampling = parser.add_argument_group(
         "sampling", "Language-model runs also complete prompts: samples go to <model_dir>/eval/samples.jsonl, "
                     "diversity (distinct-1/2, Self-BLEU) and, with references, BLEU and ROUGE-L to the metrics.")
@@ -91,8 +94,10 @@ def _evaluate(argv):
     args = build_evaluate_parser().parse_args(argv)
     if args.batch_size <= 0:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}")
+    if args.no_xla and not args.export:
+        raise UserError("--no_xla applies to --export only")
     if args.export:
-        print(f"SavedModel: {export_run(args.model_dir)}")
+        print(f"SavedModel: {export_run(args.model_dir, jit_compile=not args.no_xla)}")
         return 0
     if args.data and args.split:
         raise UserError("--split and --data: --data evaluates every record of the file (no split); give one of them")

@@ -115,12 +115,16 @@ class Sampler:
         return {name: value.numpy() for name, value in outputs.items()}
 
     def generate_graph(self, prompt_ids, prompt_mask, temperature, top_k, top_p, seed, max_new_tokens=None,
-                       embedding_offset=None):
+                       embedding_offset=None, stop_after=None):
         """The graph behind `__call__` (tensors in, tensors out). Export traces it directly, with
-        `max_new_tokens` a tensor so one graph serves every length."""
+        `max_new_tokens` a tensor so one graph serves every length: the width of the outputs (a
+        compile-time constant under XLA, so the export rounds it up to a bucket) while `stop_after`
+        (default: the same), a run-time value, is how many tokens are generated; columns past it
+        stay as finished rows leave theirs (FILLER_ID, masked)."""
         offset = None if embedding_offset is None else embedding_offset[:, None, :]
         batch, prompt_len = tf.shape(prompt_ids)[0], tf.shape(prompt_ids)[1]
         new = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        limit = new if stop_after is None else stop_after
         # Generated positions are real keys; causality alone hides the ones not generated yet.
         key_mask = tf.concat([prompt_mask, tf.ones([batch, new], tf.bool)], axis=1)
         prompt_counts = tf.cast(prompt_mask, tf.int32)
@@ -161,7 +165,7 @@ class Sampler:
             return i + 1, logits, cache, finished, tokens, logprobs, model_logprobs, mask
 
         def not_done(i, logits, cache, finished, *outputs):
-            return tf.logical_and(i < new, tf.logical_not(tf.reduce_all(finished)))
+            return tf.logical_and(i < limit, tf.logical_not(tf.reduce_all(finished)))
 
         zeros = tf.zeros([batch, new], tf.float32)
         state = (tf.constant(0), logits, cache, tf.zeros([batch], tf.bool),

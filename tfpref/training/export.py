@@ -27,8 +27,12 @@ temperature 0 is greedy, top_k 0 and top_p 1 switch those filters off. An empty 
 text to score or classify, or a prompt plus max_new_tokens longer than the model's positions fail
 with INVALID_ARGUMENT and a message, never a crash.
 
-The graphs are not XLA-compiled, so the export runs on any TensorFlow Serving build and any input
-shape without recompiling.
+The model's passes (sampling, scoring, the reward and classifier heads) are XLA-compiled inside
+the SavedModel, as the in-process sampler is; tokenizing and detokenizing stay in plain TensorFlow
+around them. A request is padded up to shape buckets (`tfpref.training.shape_buckets`: powers of
+two for the batch, the token width and max_new_tokens), so a loaded export compiles each bucket
+once, on its first request, and no call retraces. Export with `jit_compile=False`
+(`evaluate.py --export --no_xla`) for a TensorFlow Serving build without XLA.
 
 Example:
     >>> path = export_run("logs/transformer-mle")
@@ -36,6 +40,7 @@ Example:
     >>> served.signatures["score"](texts=tf.constant(["import os\\n"]))["total_logprob"]
 """
 import os
+from types import SimpleNamespace
 
 import tensorflow as tf
 
@@ -48,6 +53,7 @@ from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.lora import merged_adapters
 from tfpref.models.sampling import Sampler
 from tfpref.runs import checkpoint_step, load_run
+from tfpref.training.shape_buckets import MIN_WIDTH, bucket, pad_columns, pad_rows
 
 EXPORT_DIR = "export"
 _STRINGS = tf.TensorSpec([None], tf.string)
@@ -85,7 +91,8 @@ class ServingModule(tf.Module):
     and `score`.
     """
 
-    def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None, tokenizer=None, unread=()):
+    def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None, tokenizer=None, unread=(),
+                 jit_compile=True):
         super().__init__(name="tfpref_serving")
         self.task_model, self.model = model, model.backbone
         # Keras 3 layers held in Python lists are invisible to TensorFlow's object graph; listing
@@ -97,6 +104,11 @@ class ServingModule(tf.Module):
         self.max_length, self.seq_len = max_length, seq_len
         self.tokenizer = tokenizer or ByteTokenizer()
         self.tokenizer_resources = self.tokenizer.graph_resources()  # tracked: saved with the graph
+        # The compiled passes live in a plain namespace, which the SavedModel does not track: they
+        # are saved only as parts of the signatures that call them, not as functions of their own.
+        self.compiled = SimpleNamespace(
+            logprobs=tf.function(lambda ids, mask: sequence_logprobs(self.model, ids, mask), jit_compile=jit_compile),
+            task=tf.function(lambda *inputs: model(*inputs), jit_compile=jit_compile))
         # Only the functions this run serves become attributes: saving traces every one there is.
         self.score = tf.function(self._score, input_signature=[_STRINGS])
         if isinstance(model, RewardModel):
@@ -109,12 +121,12 @@ class ServingModule(tf.Module):
             self.condition = None if condition is None else tf.Variable(condition, trainable=False,
                                                                          name="condition")
             self.sampler = Sampler(model, max_new_tokens=1, banned_ids=model.banned_ids(True), eos_id=model.eos_id,
-                                   jit_compile=False)
+                                   jit_compile=jit_compile)
             self.generate = tf.function(self._generate, input_signature=[_STRINGS, *_SAMPLING])
         if hasattr(self, "generate") and self.tokenizer.control_ids:  # the chat template's roles are control ids
             eos_id, banned_ids = chat_generation(model.banned_ids(True), self.tokenizer)
             self.chat_sampler = Sampler(model, max_new_tokens=1, banned_ids=banned_ids, eos_id=eos_id,
-                                        jit_compile=False)
+                                        jit_compile=jit_compile)
             self.chat = tf.function(self._chat, input_signature=[_STRING_MATRIX, _STRING_MATRIX, *_SAMPLING])
 
     def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
@@ -164,19 +176,37 @@ class ServingModule(tf.Module):
         # rows' lengths: a preset's padding id may also be a real token (GPT-2's <|endoftext|>).
         ids = tf.reverse(tf.reverse(ragged, axis=[1]).to_tensor(self.tokenizer.pad_id), axis=[1])
         mask = tf.reverse(tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1]), axis=[1])
-        offset = None if self.condition is None else tf.tile(self.condition, [batch, 1])
-        out = sampler.generate_graph(ids, mask, temperature, top_k, top_p, seed, max_new_tokens, offset)
-        return {"completions": self.tokenizer.decode_tf(out["tokens"], out["mask"]),
+        # Up to the buckets: rows copied from the first (dropped after), masked columns on the left,
+        # and outputs max_new_tokens' bucket wide, of which only max_new_tokens are generated.
+        rows = bucket(batch)
+        width = bucket(tf.shape(ids)[1], MIN_WIDTH, self.max_length)
+        ids = pad_columns(pad_rows(ids, rows), width, self.tokenizer.pad_id, left=True)
+        mask = pad_columns(pad_rows(mask, rows), width, False, left=True)
+        offset = None if self.condition is None else tf.tile(self.condition, [rows, 1])
+        out = sampler.generate(ids, mask, temperature, top_k, top_p, seed, embedding_offset=offset,
+                               max_new_tokens=bucket(max_new_tokens, MIN_WIDTH, self.max_length),
+                               stop_after=max_new_tokens)
+        out = {name: value[:batch] for name, value in out.items()}
+        tokens, token_mask = out["tokens"][:, :max_new_tokens], out["mask"][:, :max_new_tokens]
+        return {"completions": self.tokenizer.decode_tf(tokens, token_mask),
                 "num_tokens": out["lengths"], "finished": out["finished"],
                 "logprob": tf.reduce_sum(out["logprobs"], axis=1)}
+
+    def _bucketed(self, ids, lengths, pad_id):
+        """Right-padded `ids` [batch, time] and their row `lengths`, padded up to the buckets, and
+        the padding mask of the result."""
+        rows, width = bucket(tf.shape(ids)[0]), bucket(tf.shape(ids)[1], MIN_WIDTH, self.max_length)
+        ids = pad_columns(pad_rows(ids, rows), width, pad_id)
+        return ids, tf.sequence_mask(pad_rows(tf.cast(lengths, tf.int32), rows), width)
 
     def _score(self, texts):
         texts = _checked(texts, "score", False)
         ragged = _fitting(self.tokenizer.encode_tf(texts, add_bos=True), self.max_length,
                           f"score: a text is longer than the model's {self.max_length - 1} positions")
         ids = ragged.to_tensor(self.tokenizer.pad_id)
-        mask = tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1])
-        token_logprobs = sequence_logprobs(self.model, ids, mask)
+        batch, width = tf.shape(ids)[0], tf.shape(ids)[1]
+        token_logprobs = self.compiled.logprobs(*self._bucketed(ids, ragged.row_lengths(), self.tokenizer.pad_id))
+        token_logprobs = token_logprobs[:batch, :width - 1]
         return {"total_logprob": tf.reduce_sum(token_logprobs, axis=1), "token_logprobs": token_logprobs,
                 "num_tokens": tf.cast(ragged.row_lengths() - 1, tf.int32)}
 
@@ -196,32 +226,36 @@ class ServingModule(tf.Module):
         completion_lengths = tf.minimum(tf.cast(completion_ids.row_lengths(), tf.int32), lengths - 1)
         completion_mask = tf.logical_and(mask, tf.logical_not(
             tf.sequence_mask(lengths - completion_lengths, tf.shape(ids)[1])))
-        return {"reward": self.task_model(ids, mask, completion_mask)}
+        padded_ids, padded_mask = self._bucketed(ids, lengths, self.tokenizer.pad_id)
+        padded_completion_mask = tf.logical_and(padded_mask, pad_columns(
+            pad_rows(completion_mask, tf.shape(padded_ids)[0]), tf.shape(padded_ids)[1], False))
+        reward = self.compiled.task(padded_ids, padded_mask, padded_completion_mask)
+        return {"reward": reward[:tf.shape(ids)[0]]}
 
     def _classify(self, texts):
         # As in training: BOS text EOS, cut to seq_len + 1 tokens (so no text is too long).
         texts = _checked(texts, "classify", False)
         ragged = self.tokenizer.encode_tf(texts, add_bos=True, add_eos=True)[:, :self.seq_len + 1]
         ids = ragged.to_tensor(PAD_ID)
-        mask = tf.sequence_mask(ragged.row_lengths(), tf.shape(ids)[1])
-        logits = self.task_model(ids, mask)
+        logits = self.compiled.task(*self._bucketed(ids, ragged.row_lengths(), PAD_ID))[:tf.shape(ids)[0]]
         label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return {"probabilities": tf.nn.softmax(logits), "label_id": label_id,
                 "label": tf.gather(self.classes, label_id)}
 
 
-def export_model(model, directory, step, seq_len=None, tokenizer=None):
+def export_model(model, directory, step, seq_len=None, tokenizer=None, jit_compile=True):
     """Write the task model `model`'s SavedModel to `directory`/export/`step`/ (written beside, then
     renamed, so a reader never sees half an export) and return its path.
 
     `tokenizer` is the model's (default: bytes); a keras-hub preset's runs inside the graph, and
     loading that SavedModel needs TensorFlow Text's ops (`import tensorflow_text` first). LoRA
     adapters are merged into their kernels in the export (the model in memory is left as it was).
+    `jit_compile=False` leaves XLA out of the SavedModel (for a serving build without it).
     """
     with merged_adapters(model) as adapters:
         return _save(model, directory, step, ServingModule(
             model, max_length=model.backbone.max_seq_len or MAX_TRANSFORMER_SEQ_LEN, seq_len=seq_len,
-            tokenizer=tokenizer, unread=adapters))
+            tokenizer=tokenizer, unread=adapters, jit_compile=jit_compile))
 
 
 def _save(model, directory, step, module):
@@ -246,11 +280,11 @@ def _save(model, directory, step, module):
     return final
 
 
-def export_run(model_dir):
+def export_run(model_dir, jit_compile=True):
     """Export a run directory's latest checkpoint; returns the export path."""
     config, model, checkpoint = load_run(model_dir)
     return export_model(model, model_dir, checkpoint_step(checkpoint), config.data.seq_len,
-                        tokenizer_for(config.model))
+                        tokenizer_for(config.model), jit_compile=jit_compile)
 
 
 __all__ = ["export_model", "export_run", "ServingModule", "EXPORT_DIR"]
