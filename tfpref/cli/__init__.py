@@ -1,4 +1,4 @@
-"""The `tfpref` command: `tfpref train | evaluate | preferences | preset ...` (`tfpref --help`).
+"""The `tfpref` command: `tfpref train | evaluate | preferences | preset | serve ...` (`tfpref --help`).
 
 train.py and evaluate.py are the same commands as `tfpref train` and `tfpref evaluate`.
 TensorFlow prints start-up noise on CPU-only machines unless it is imported in a particular way
@@ -16,9 +16,10 @@ COMMANDS = {
     "evaluate": "Evaluate a run on a held-out split or a file, or export it as a SavedModel.",
     "preferences": "Preference data: make (simulated annotator), export for raters, import labels.",
     "preset": "Write a randomly initialised keras-hub causal LM preset, for small experiments.",
+    "serve": "Serve a run's export over TensorFlow Serving's REST API (python -m tfpref.serve).",
 }
 
-USAGE = "usage: tfpref {train,evaluate,preferences,preset} ... [--help]\n\n" + "\n".join(
+USAGE = "usage: tfpref {train,evaluate,preferences,preset,serve} ... [--help]\n\n" + "\n".join(
     f"  {name:<12} {text}" for name, text in COMMANDS.items()) + "\n"
 
 
@@ -42,6 +43,8 @@ def main(argv=None):
         from tfpref.cli.evaluate import main as command_main
     elif command == "preferences":
         from tfpref.cli.preferences import main as command_main
+    elif command == "serve":
+        from tfpref.cli.serve import main as command_main
     else:
         from tfpref.cli.preset import main as command_main
     return command_main(rest)

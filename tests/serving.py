@@ -1,0 +1,74 @@
+"""Helpers of the server tests: tiny exports, a server on a free port in a background thread, and
+direct calls of an export's signatures (what the server's answers are compared with)."""
+import functools
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+import uvicorn
+
+from tfpref.config import ModelConfig, RunConfig
+from tfpref.models import CausalLM, build_model, build_task_model
+from tfpref.serve.app import build_app
+
+GREEDY = {"max_new_tokens": 8, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
+
+
+def tiny_language_model():
+    return CausalLM(build_model(ModelConfig(model="transformer", d_model=32, num_layers=2, num_heads=2, ff_dim=64),
+                                seed=5))
+
+
+def tiny_reward_model(directory):
+    config = RunConfig(model_dir=str(directory))
+    config.model = ModelConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64)
+    config.data.seq_len, config.train.objective = 12, "reward_model"
+    model = build_task_model(config, seed=3)
+    score = model.reward_head.score.projection
+    score.kernel.assign(tf.random.normal(score.kernel.shape, seed=2))  # zero at initialisation: all rewards equal
+    return model
+
+
+class RunningServer:
+    """`build_app(settings)` served by uvicorn on a free 127.0.0.1 port in a background thread, as
+    `tfpref serve` serves it (same app; the CLI's own process is tested in test_serve_rest.py)."""
+
+    def __init__(self, settings):
+        self.app = build_app(settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def batcher(self, name="tfpref"):
+        return self.app.state.models[name].current.batcher
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(60)
+
+
+def call_signature(path, signature, **inputs):
+    """The export's own answer: `signature` called in this process, strings decoded as the server does."""
+    function = _load(str(path)).signatures[signature]
+    specs = function.structured_input_signature[1]
+    outputs = function(**{name: tf.constant(value, specs[name].dtype) for name, value in inputs.items()})
+    return {name: _decoded(value.numpy()) for name, value in outputs.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path):
+    return tf.saved_model.load(path)
+
+
+def _decoded(array):
+    if array.dtype == object:
+        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(array).tolist()
+    return array.tolist()
