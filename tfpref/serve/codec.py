@@ -63,15 +63,16 @@ def _string(value, what):
 
 
 def _leaf_converter(dtype, what):
-    """A function that checks one JSON value against `dtype` and returns it as Python value."""
+    """(A function that checks one JSON value against `dtype` and returns it as a Python value,
+    what such a value is called)."""
     if dtype == tf.string:
-        return lambda value: _string(value, what)
+        return (lambda value: _string(value, what)), "a string"
     if dtype == tf.bool:
         def boolean(value):
             if not isinstance(value, bool):
                 raise BadRequest(f"{what}: expected true or false, got {json.dumps(value)[:40]}")
             return value
-        return boolean
+        return boolean, "true or false"
     if dtype.is_integer:
         low, high = dtype.min, dtype.max
 
@@ -83,26 +84,27 @@ def _leaf_converter(dtype, what):
             if not low <= value <= high:
                 raise BadRequest(f"{what}: {value} is out of range for {dtype.name}")
             return value
-        return integer
+        return integer, "an integer"
     if dtype.is_floating:
         def number(value):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BadRequest(f"{what}: expected a number, got {json.dumps(value)[:40]}")
             return float(value)
-        return number
+        return number, "a number"
     raise BadRequest(f"{what}: inputs of type {dtype.name} are not supported over JSON")
 
 
-def _nested(value, depth, convert, what):
+def _nested(value, depth, converter, what):
     """`value`, lists `depth` deep, with every leaf converted."""
+    convert, kind = converter
     if depth == 0:
         if isinstance(value, list):
-            raise BadRequest(f"{what}: expected a single value here, got a list")
+            raise BadRequest(f"{what}: expected {kind}, got a list")
         return convert(value)
     if not isinstance(value, list):
         raise BadRequest(f"{what}: expected a list {depth} level{'s' if depth > 1 else ''} deep, got "
                          f"{json.dumps(value)[:40]}")
-    return [_nested(item, depth - 1, convert, what) for item in value]
+    return [_nested(item, depth - 1, converter, what) for item in value]
 
 
 def _depth(value):
