@@ -181,6 +181,7 @@ def test_row_and_columnar_requests_give_the_same_inputs():
     ({"inputs": {"prompts": [["a"]], "max_new_tokens": 8, "temperature": 1}}, "expected a string, got a list"),
     ({"inputs": {"prompts": ["\ud800"], "max_new_tokens": 8, "temperature": 1}}, "not valid Unicode"),
     ({"inputs": {"prompts": ["a"], "max_new_tokens": 8, "temperature": "hot"}}, "expected a number"),
+    ({"inputs": {"prompts": ["a"], "max_new_tokens": 8, "temperature": 10 ** 400}}, "out of range for float32"),
     ({"instances": []}, '"instances" must be a non-empty list'),
     ({"instances": ["a"]}, "each of \"instances\" must be an object of named inputs"),
     ({"instances": [{"prompts": "a", "max_new_tokens": 8}]}, "instance 0: missing input 'temperature'"),

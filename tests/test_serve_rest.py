@@ -182,6 +182,7 @@ BAD_REQUESTS = [
     ("tfpref", {"inputs": {"prompts": [{"b64": "%%%"}], **GREEDY}}, 400, "invalid base64"),
     # The model's own INVALID_ARGUMENT, its message without the graph's.
     ("tfpref", {"signature_name": "score", "inputs": {"texts": ["ok", ""]}}, 400, "score: empty text"),
+    ("tfpref", {"signature_name": "score", "inputs": {"texts": []}}, 400, "score: empty batch"),
     ("tfpref", {"inputs": {"prompts": ["x"], **GREEDY, "max_new_tokens": 0}}, 400,
      "generate: max_new_tokens must be positive"),
     ("tfpref", {"signature_name": "chat", "inputs": {"roles": [["bot"]], "contents": [["x"]], **GREEDY}}, 400,
@@ -252,6 +253,41 @@ def test_an_internal_failure_is_500_with_one_line_and_a_logged_traceback(server,
     assert any("Traceback" in (record.exc_text or "") or record.exc_info for record in caplog.records)
 
 
+def hold_first_call(monkeypatch, batcher, seconds):
+    """Make the batcher's next model call take `seconds` longer, so that requests queue up behind it."""
+    run, first_call = batcher._run, threading.Event()
+
+    def slow_first_call(signature, inputs):
+        if not first_call.is_set():
+            first_call.set()
+            time.sleep(seconds)
+        return run(signature, inputs)
+
+    monkeypatch.setattr(batcher, "_run", slow_first_call)
+    return first_call
+
+
+def test_a_full_queue_and_a_queue_timeout_are_503(server, client, monkeypatch):
+    body = {"signature_name": "score", "inputs": {"texts": ["x"]}}
+    batcher = server.batcher()
+    monkeypatch.setattr(batcher, "queue_size", 0)
+    response = client.post("/v1/models/tfpref:predict", json=body)
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert response.json() == {"error": "the queue of model tfpref version 1 is full (0 requests waiting): "
+                                        "try again later"}
+    monkeypatch.setattr(batcher, "queue_size", 8)
+    monkeypatch.setattr(server.app.state.settings, "queue_timeout_seconds", 0.5)
+    first_call = hold_first_call(monkeypatch, batcher, 2.0)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(predict, client, body)
+        assert first_call.wait(30)
+        response = client.post("/v1/models/tfpref:predict", json={**body, "signature_name": "generate",
+                                                                   "inputs": {"prompts": ["x"], **GREEDY}})
+        assert response.status_code == 503
+        assert "not served within the queue timeout (0.5 s)" in response.json()["error"]
+        assert held.result()["outputs"]["num_tokens"] == [1]  # the one running was served
+
+
 def test_concurrent_requests_are_batched_and_answered_as_alone(server, client, monkeypatch):
     requests = [{"signature_name": "generate", "inputs": {"prompts": prompts, **GREEDY}}
                 for prompts in (["def f(x):\n"], ["import"], ["é€ x", "ab"], [""])]
@@ -263,15 +299,7 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(server, client, m
 
     # The first call waits a moment, so that the other requests are all queued behind it.
     batcher = server.batcher()
-    run, first_call = batcher._run, threading.Event()
-
-    def slow_first_call(signature, inputs):
-        if not first_call.is_set():
-            first_call.set()
-            time.sleep(1.0)
-        return run(signature, inputs)
-
-    monkeypatch.setattr(batcher, "_run", slow_first_call)
+    hold_first_call(monkeypatch, batcher, 1.0)
     served, calls = batcher.requests_served, batcher.calls
     barrier = threading.Barrier(len(requests))
 

@@ -89,7 +89,10 @@ def _leaf_converter(dtype, what):
         def number(value):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BadRequest(f"{what}: expected a number, got {json.dumps(value)[:40]}")
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                raise BadRequest(f"{what}: {str(value)[:20]}... is out of range for {dtype.name}") from None
         return number, "a number"
     raise BadRequest(f"{what}: inputs of type {dtype.name} are not supported over JSON")
 
