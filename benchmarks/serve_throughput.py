@@ -32,6 +32,7 @@ import argparse
 import os
 import re
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -191,6 +192,7 @@ def main(argv=None):
             emit(records[-1])
     finally:
         server.stop()
+        shutil.rmtree(model_dir, ignore_errors=True)
 
     summary = {"benchmark": BENCHMARK, "summary": True, "batch": BATCH, "prompt_len": PROMPT_LEN,
                "new_tokens": NEW_TOKENS, "max_batch": MAX_BATCH}
