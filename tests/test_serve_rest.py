@@ -26,7 +26,10 @@ import numpy as np
 import pytest
 
 from tfpref.cli import main
+from tfpref.serve import codec
+from tfpref.serve.errors import Retired
 from tfpref.serve.settings import ServeSettings
+from tfpref.serve.versions import VersionedModel
 from tfpref.training.export import export_model
 
 from helpers import REPO, run_cli_in_process
@@ -353,6 +356,30 @@ def test_a_new_export_version_is_served_without_a_restart(exports, tmp_path, cap
             assert served_version() == "2" and predict(client, body)["outputs"]["num_tokens"] == [8, 8]
     finally:
         server.stop()
+
+
+def test_requests_queued_at_a_swap_finish_on_the_old_version(exports, tmp_path, monkeypatch):
+    base = tmp_path / "base"  # an export base itself, no run directory around it
+    shutil.copytree(exports.lm, base / "1")
+    model = VersionedModel("tfpref", str(base), ServeSettings(model_dir=str(base)))
+    old = model.current
+    release, run = threading.Event(), old.batcher._run
+    monkeypatch.setattr(old.batcher, "_run", lambda signature, inputs: release.wait(60) and run(signature, inputs))
+    inputs, _ = codec.request_inputs({"inputs": {"prompts": PROMPTS, **GREEDY}}, old.inputs["generate"], "generate")
+    running = old.batcher.submit("generate", inputs)
+    queued = old.batcher.submit("generate", {**inputs, "max_new_tokens": np.array(4, np.int32)})  # another call
+
+    shutil.copytree(exports.lm, base / ".partial-2")  # as tfpref's export writes a version: beside, then renamed
+    assert not model.poll() and model.current is old
+    os.replace(base / ".partial-2", base / "2")
+    assert model.poll() and model.current.version == 2
+    with pytest.raises(Retired):  # new requests go to version 2 (rest.py resubmits there)
+        old.batcher.submit("generate", inputs)
+    release.set()
+    assert running.result(60)["num_tokens"].tolist() == [8, 8]
+    assert queued.result(60)["num_tokens"].tolist() == [4, 4]
+    assert not model.poll()  # nothing newer
+    model.stop()
 
 
 def _read_line(stream, timeout):

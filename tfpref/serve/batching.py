@@ -1,7 +1,8 @@
 """Batching: concurrent requests to one model run as one call of its signature.
 
-A model's exported passes cost about the same for 1 row as for 8 (on CPU, a decoding step is bound
-by reading the weights), so requests that arrive together are served together. Each loaded model
+The rows of one model call share its fixed costs (dispatch, the decoding loop's steps, reading the
+weights at every step): on CPU, 8 rows cost a few times 1 row, not 8 times. So requests that arrive
+together are served together. Each loaded model
 version has one `Batcher`: a bounded queue and one worker thread, which also keeps TensorFlow calls
 on a model in one thread.
 

@@ -27,7 +27,7 @@ def rest_router(models, settings):
     """The API's routes over `models` ({name: VersionedModel}), behind the token check."""
     router = APIRouter(prefix="/v1/models", dependencies=[Depends(token_check(settings))])
 
-    # The predict routes first: "/{name}" alone would also match "NAME:predict".
+    # "{name}" matches "NAME:predict" too: the predict routes are POST only, the others GET only.
     @router.post("/{name}:predict")
     async def predict(name: str, request: Request):
         return await _predict(models, settings, name, None, request)
