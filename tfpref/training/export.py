@@ -12,7 +12,10 @@ Signatures (a client sends strings; tokenization runs inside the graph):
         -> as generate: the assistant's reply to each conversation. Row b holds the messages
            (roles[b, i], contents[b, i]), roles system, user or assistant, and "" for none (shorter
            conversations are padded with it). They are rendered by the chat template
-           (tfpref.data.chat) with the generation prompt; a reply ends at <|end|> (finished).
+           (tfpref.data.chat) with the generation prompt; a reply ends at <|end|> (finished). A
+           conversation whose last message is the assistant's is continued instead (as Hugging
+           Face's chat pipelines do): that message is left open, and the output is the rest of it;
+           this is how a server streams a reply, a few tokens a call.
     score(texts string[B])
         -> total_logprob float32[B]: log p(text's bytes | BOS),
            token_logprobs float32[B, T] (0 past a text's end), num_tokens int32[B]
@@ -162,6 +165,12 @@ class ServingModule(tf.Module):
         ragged = tf.concat([tf.fill([batch, 1], self.tokenizer.bos_id),
                             tf.ragged.boolean_mask(by_row, given).merge_dims(1, 2),
                             tf.fill([batch, 1], markers["assistant"])], axis=1)
+        # A row whose last message is the assistant's continues it: no <|end|> <|assistant|> after it.
+        last_role = tf.gather(tf.where(given, message_roles, -1), tf.shape(roles)[1] - 1 - tf.argmax(
+            tf.reverse(tf.cast(given, tf.int32), axis=[1]), axis=1, output_type=tf.int32), batch_dims=1)
+        keep = tf.where(tf.equal(last_role, markers["assistant"]), 2, 0)
+        lengths = ragged.row_lengths()
+        ragged = tf.ragged.boolean_mask(ragged, tf.ragged.range(lengths) < (lengths - tf.cast(keep, tf.int64))[:, None])
         longest = tf.cast(tf.reduce_max(ragged.row_lengths()), tf.int32)
         with tf.control_dependencies([tf.debugging.assert_less_equal(
                 longest + max_new_tokens, self.max_length,
