@@ -174,6 +174,16 @@ def test_training_exports_at_the_end_and_evaluate_can_export_again(tmp_path):
     for row, prompt in enumerate(PROMPTS):
         assert long["completions"].numpy()[row].startswith(short["completions"].numpy()[row])
         assert greedy([prompt], 20)["completions"].numpy()[0] == long["completions"].numpy()[row]
+    # chat continues a conversation that ends with the assistant's message: a reply streamed in pieces
+    # is the reply made at once (greedy).
+    def chat(roles, contents, new):
+        return signatures["chat"](roles=tf.constant(roles), contents=tf.constant(contents),
+                                  max_new_tokens=tf.constant(new), temperature=tf.constant(0.0), top_k=tf.constant(0),
+                                  top_p=tf.constant(1.0), seed=tf.constant(0))["completions"].numpy()
+    whole = chat([["user", ""], ["system", "user"]], [["hi", ""], ["be brief", "yo"]], 12)
+    rest = chat([["user", "assistant", ""], ["system", "user", "assistant"]],
+                [["hi", whole[0][:4], ""], ["be brief", "yo", whole[1][:4]]], 8)
+    assert list(rest) == [reply[4:12] for reply in whole] and min(map(len, whole)) == 12
     assert xla_flags(run_dir / "export" / "2") == {True}  # the model's passes compile where the export runs
 
     again = run_cli_in_process(evaluate_main, ["--model_dir", str(run_dir), "--export", "--no_xla"])

@@ -12,7 +12,10 @@ Signatures (a client sends strings; tokenization runs inside the graph):
         -> as generate: the assistant's reply to each conversation. Row b holds the messages
            (roles[b, i], contents[b, i]), roles system, user or assistant, and "" for none (shorter
            conversations are padded with it). They are rendered by the chat template
-           (tfpref.data.chat) with the generation prompt; a reply ends at <|end|> (finished).
+           (tfpref.data.chat) with the generation prompt; a reply ends at <|end|> (finished). A
+           conversation whose last message is the assistant's is continued instead (as Hugging
+           Face's chat pipelines do): that message is left open, and the output is the rest of it;
+           this is how a server streams a reply, a few tokens a call.
     score(texts string[B])
         -> total_logprob float32[B]: log p(text's bytes | BOS),
            token_logprobs float32[B, T] (0 past a text's end), num_tokens int32[B]
@@ -51,6 +54,7 @@ from tfpref.data.tokenizers import tokenizer_for
 from tfpref.models import Classifier, RewardModel
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.lora import merged_adapters
+from tfpref.models.quantization import quantized_copy
 from tfpref.models.sampling import Sampler
 from tfpref.runs import checkpoint_step, load_run
 from tfpref.training.shape_buckets import MIN_WIDTH, bucket, pad_columns, pad_rows
@@ -161,6 +165,12 @@ class ServingModule(tf.Module):
         ragged = tf.concat([tf.fill([batch, 1], self.tokenizer.bos_id),
                             tf.ragged.boolean_mask(by_row, given).merge_dims(1, 2),
                             tf.fill([batch, 1], markers["assistant"])], axis=1)
+        # A row whose last message is the assistant's continues it: no <|end|> <|assistant|> after it.
+        last_role = tf.gather(tf.where(given, message_roles, -1), tf.shape(roles)[1] - 1 - tf.argmax(
+            tf.reverse(tf.cast(given, tf.int32), axis=[1]), axis=1, output_type=tf.int32), batch_dims=1)
+        keep = tf.where(tf.equal(last_role, markers["assistant"]), 2, 0)
+        lengths = ragged.row_lengths()
+        ragged = tf.ragged.boolean_mask(ragged, tf.ragged.range(lengths) < (lengths - tf.cast(keep, tf.int64))[:, None])
         longest = tf.cast(tf.reduce_max(ragged.row_lengths()), tf.int32)
         with tf.control_dependencies([tf.debugging.assert_less_equal(
                 longest + max_new_tokens, self.max_length,
@@ -243,22 +253,39 @@ class ServingModule(tf.Module):
                 "label": tf.gather(self.classes, label_id)}
 
 
-def export_model(model, directory, step, seq_len=None, tokenizer=None, jit_compile=True):
+def export_dir(quantize=None):
+    """The directory of a run's exports: `export`, or `export-int8` for the int8 one (beside it, so a
+    server can load either; TF Serving serves the highest <step> under the directory it is given)."""
+    return EXPORT_DIR if quantize is None else f"{EXPORT_DIR}-{quantize}"
+
+
+def export_model(model, directory, step, seq_len=None, tokenizer=None, quantize=None, jit_compile=True):
     """Write the task model `model`'s SavedModel to `directory`/export/`step`/ (written beside, then
     renamed, so a reader never sees half an export) and return its path.
 
     `tokenizer` is the model's (default: bytes); a keras-hub preset's runs inside the graph, and
     loading that SavedModel needs TensorFlow Text's ops (`import tensorflow_text` first). LoRA
     adapters are merged into their kernels in the export (the model in memory is left as it was).
+    `quantize="int8"` exports an int8 copy instead (tfpref.models.quantization: int8 kernels and
+    embeddings, float activations) to `directory`/export-int8/`step`/, with the same signatures,
+    and prints what it holds; `model` is not changed.
     `jit_compile=False` leaves XLA out of the SavedModel (for a serving build without it).
     """
+    max_length = model.backbone.max_seq_len or MAX_TRANSFORMER_SEQ_LEN
+    if quantize is not None:
+        quantized = quantized_copy(model, quantize)
+        path = _save(quantized.model, directory, step, ServingModule(
+            quantized.model, max_length=max_length, seq_len=seq_len, tokenizer=tokenizer, unread=quantized.unread,
+            jit_compile=jit_compile), export_dir(quantize))
+        print(f"{path}: {quantized.report}", flush=True)
+        return path
     with merged_adapters(model) as adapters:
         return _save(model, directory, step, ServingModule(
-            model, max_length=model.backbone.max_seq_len or MAX_TRANSFORMER_SEQ_LEN, seq_len=seq_len,
-            tokenizer=tokenizer, unread=adapters, jit_compile=jit_compile))
+            model, max_length=max_length, seq_len=seq_len, tokenizer=tokenizer, unread=adapters,
+            jit_compile=jit_compile), export_dir())
 
 
-def _save(model, directory, step, module):
+def _save(model, directory, step, module, parent_name):
     if isinstance(model, RewardModel):
         signatures = {"reward": module.reward.get_concrete_function()}
     elif isinstance(model, Classifier):
@@ -268,7 +295,7 @@ def _save(model, directory, step, module):
         if hasattr(module, "chat"):
             signatures["chat"] = module.chat.get_concrete_function()
     signatures["score"] = module.score.get_concrete_function()
-    parent = os.path.join(directory, EXPORT_DIR)
+    parent = os.path.join(directory, parent_name)
     final = os.path.join(parent, str(step))
     partial = os.path.join(parent, f".partial-{step}")
     os.makedirs(parent, exist_ok=True)
@@ -280,11 +307,11 @@ def _save(model, directory, step, module):
     return final
 
 
-def export_run(model_dir, jit_compile=True):
-    """Export a run directory's latest checkpoint; returns the export path."""
+def export_run(model_dir, quantize=None, jit_compile=True):
+    """Export a run directory's latest checkpoint (int8 with `quantize="int8"`); returns the export path."""
     config, model, checkpoint = load_run(model_dir)
     return export_model(model, model_dir, checkpoint_step(checkpoint), config.data.seq_len,
-                        tokenizer_for(config.model), jit_compile=jit_compile)
+                        tokenizer_for(config.model), quantize=quantize, jit_compile=jit_compile)
 
 
-__all__ = ["export_model", "export_run", "ServingModule", "EXPORT_DIR"]
+__all__ = ["export_model", "export_run", "export_dir", "ServingModule", "EXPORT_DIR"]
