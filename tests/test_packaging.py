@@ -46,7 +46,8 @@ def test_wheel_holds_every_package_of_the_source_tree(wheel):
         modules = {f"{package}/{f}" for f in files if f.endswith(".py")}
         if modules and "__init__.py" not in files:  # setuptools' `find:` leaves such a directory out
             missing_init.append(package)
-        sources |= modules
+        # Python modules, and the data files the package reads (the server's pages).
+        sources |= modules | {f"{package}/{f}" for f in files if f.endswith((".html", ".js", ".css"))}
     assert not missing_init, f"directories with .py files but no __init__.py: {missing_init}"
     with zipfile.ZipFile(wheel) as zf:
         missing = sorted(sources - set(zf.namelist()))

@@ -28,6 +28,17 @@ class JSONResponse(Response):
         return json.dumps(content, allow_nan=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+async def json_object(request):
+    """The request's body as a JSON object (a dict), or BadRequest saying what it is instead."""
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"the body is not JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
 def error_response(status, message, headers=None):
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
