@@ -25,7 +25,8 @@ TRL: RLOOTrainer (`benchmarks/trl_rloo_peer.py`) in a child process run by --pee
   PyTorch on the CPU with as many threads as TensorFlow uses, on the same prompts; its step time
   is the interval between optimizer steps after the warm-up steps.
 
-The summary gives tfpref RLOO / TRL RLOO completions per second (target >= 2).
+completions_per_second_median comes from the median rollout instead (robust to stalls on a shared
+machine). The summary gives tfpref RLOO / TRL RLOO completions per second (target >= 2), from both.
 `background_cpu_cores` is the CPU other processes used while each part ran (0: clean numbers).
 
 Output: one JSON object per line on stdout; progress on stderr.
@@ -42,6 +43,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,6 +132,8 @@ def run_tfpref(algorithm, policy_dir, work_dir, rollouts, warmup):
     per_rollout = len(updates) // len(made)
     timed_updates = updates[warmup * per_rollout:]
     wall = timed_updates[-1][0] - updates[warmup * per_rollout - 1][0]
+    rollout_ends = [end for end, _ in updates[warmup * per_rollout - 1::per_rollout]]
+    median = statistics.median([b - a for a, b in zip(rollout_ends, rollout_ends[1:])])
     split = {name: float(np.mean([seconds[name] for seconds, _ in made[warmup:]]))
              for name in made[0][0]}
     split["update"] = sum(seconds for _, seconds in timed_updates) / rollouts
@@ -137,7 +141,8 @@ def run_tfpref(algorithm, policy_dir, work_dir, rollouts, warmup):
     lengths = np.concatenate([length for _, length in made[warmup:]])
     return {"benchmark": BENCHMARK, "impl": "tfpref", "algorithm": algorithm,
             "completions_per_second": round(rollouts * COMPLETIONS_PER_ROLLOUT / wall, 1),
-            "rollout_seconds": round(wall / rollouts, 4),
+            "completions_per_second_median": round(COMPLETIONS_PER_ROLLOUT / median, 1),
+            "rollout_seconds": round(wall / rollouts, 4), "rollout_seconds_median": round(median, 4),
             "seconds_per_rollout": {name: round(value, 4) for name, value in split.items()},
             "timed_rollouts": rollouts, "completions_per_rollout": COMPLETIONS_PER_ROLLOUT,
             "optimizer_steps_per_rollout": per_rollout, "mean_completion_length": round(float(lengths.mean()), 1),
@@ -219,13 +224,16 @@ def main(argv=None):
 
     summary = {"benchmark": BENCHMARK, "summary": True, "quick": args.quick, "cpu_count": os.cpu_count()}
     for record in records:
-        if "completions_per_second" in record:
-            summary[f"{record['impl']}_{record['algorithm']}_completions_per_second"] = record["completions_per_second"]
-    trl = summary.get("trl_rloo_completions_per_second")
-    ours = summary.get("tfpref_rloo_completions_per_second")
-    if trl and ours:
-        summary.update(rloo_vs_trl=round(ours / trl, 2), target_vs_trl=TARGET_VS_TRL,
-                       meets_trl_target=bool(ours / trl >= TARGET_VS_TRL))
+        for key in ("completions_per_second", "completions_per_second_median"):
+            if key in record:
+                summary[f"{record['impl']}_{record['algorithm']}_{key}"] = record[key]
+    if summary.get("trl_rloo_completions_per_second") and summary.get("tfpref_rloo_completions_per_second"):
+        # Over the whole timed run, and from the median rollout (robust to stalls when the machine is shared).
+        ratio = summary["tfpref_rloo_completions_per_second"] / summary["trl_rloo_completions_per_second"]
+        median_ratio = (summary["tfpref_rloo_completions_per_second_median"]
+                        / summary["trl_rloo_completions_per_second_median"])
+        summary.update(rloo_vs_trl=round(ratio, 2), rloo_vs_trl_median=round(median_ratio, 2),
+                       target_vs_trl=TARGET_VS_TRL, meets_trl_target=bool(ratio >= TARGET_VS_TRL))
     emit(summary)
 
 

@@ -198,6 +198,7 @@ def main(argv=None):
     durations = [b - a for a, b in zip(timed, timed[1:])]
     print(json.dumps({
         "impl": "trl", "algorithm": "rloo", "completions_per_second": round(steps * completions_per_step / seconds, 1),
+        "completions_per_second_median": round(completions_per_step / statistics.median(durations), 1),
         "rollout_seconds": round(step_seconds, 4), "rollout_seconds_median": round(statistics.median(durations), 4),
         "seconds_per_rollout": {k: round(v, 4) for k, v in split.items()}, "timed_rollouts": steps,
         "completions_per_rollout": completions_per_step, "optimizer_steps_per_rollout": 1,
