@@ -18,9 +18,9 @@ def emit(record):
 class BackgroundLoad:
     """CPU cores' worth of work done by *other* processes while the benchmark ran (Linux only).
 
-    Busy time of the whole machine from /proc/stat minus this process's own CPU time, divided by
-    wall time: 0 on an otherwise idle machine; ~1 means another process kept a core busy, and
-    then every configuration here ran on roughly half the machine.
+    Busy time of the whole machine from /proc/stat minus this process's own CPU time (and its
+    finished children's), divided by wall time: 0 on an otherwise idle machine; ~1 means another
+    process kept a core busy, and then every configuration here ran on roughly half the machine.
     """
 
     def __init__(self):
@@ -39,8 +39,9 @@ class BackgroundLoad:
 
     @staticmethod
     def _own():
+        # Finished child processes count as the benchmark's own work (a peer library run in one).
         times = os.times()
-        return times.user + times.system
+        return times.user + times.system + times.children_user + times.children_system
 
     def cores(self):
         machine = self._machine_busy()

@@ -1,8 +1,9 @@
 import numpy as np
+import tensorflow as tf
 
 import tfpref  # noqa: F401
-from tfpref.data.pipeline import (batch_order, build_token_data, make_dataset, replica_shares,
-                                  sequential_order)
+from tfpref.data.pipeline import (ArrayData, batch_order, build_token_data, distributed_batches, distributed_dataset,
+                                  make_dataset, replica_shares, sequential_order)
 from tfpref.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, ByteTokenizer
 
 CHUNKS = ["def a():\n    return 1\n", "x = 'é'\n", "class B:\n    pass\n" * 3]
@@ -51,3 +52,19 @@ def test_replica_shares_partition_each_global_batch():
 
 def test_sequential_order_repeats_a_small_split():
     np.testing.assert_array_equal(sequential_order(3, steps=2, global_batch=4), [[0, 1, 2, 0], [1, 2, 0, 1]])
+
+
+def test_array_data_batches_gathered_in_numpy_are_the_tf_data_ones():
+    data = ArrayData({"token_ids": np.arange(60, dtype=np.int32).reshape(10, 6),
+                      "reward": np.linspace(-1.0, 1.0, 10, dtype=np.float32)}, seq_len=5)
+    order = batch_order(data.num_examples, steps=3, global_batch=4, seed=1)
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0"])):
+        ours = list(distributed_batches(strategy, data, order, grad_accum=2, first_step=5))
+        pipeline = list(distributed_dataset(strategy, data, order, grad_accum=2, first_step=5))
+        assert len(ours) == len(pipeline) == 3
+        for mine, theirs in zip(ours, pipeline):
+            (mine,), (theirs,) = strategy.experimental_local_results(mine), strategy.experimental_local_results(theirs)
+            assert mine.keys() == theirs.keys() == {"token_ids", "reward", "sample_index"}
+            for name in mine:
+                assert mine[name].dtype == theirs[name].dtype and mine[name].shape[:2] == (2, 2)
+                np.testing.assert_array_equal(mine[name].numpy(), theirs[name].numpy())

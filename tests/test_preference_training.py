@@ -83,6 +83,35 @@ def test_rl_raises_the_reward_of_a_toy_task(tmp_path, pretrained, objective):
             assert metrics[f"{prefix}empty_rate"] == pytest.approx(empty)
 
 
+# PPO takes 4 optimizer steps per rollout: it is killed between two rollouts.
+@pytest.mark.parametrize("objective, steps, killed_at", [("rloo", 4, 2), ("ppo", 8, 4)])
+def test_an_rl_run_resumed_from_a_checkpoint_ends_as_an_uninterrupted_one(tmp_path, pretrained, capsys, objective,
+                                                                           steps, killed_at):
+    """Rollouts are made again from the restored policy, seed and KL coefficient (adaptive here): the same."""
+    from tfpref.runs import load_run
+
+    corpus, policy = pretrained
+    configs = {name: rl_config(tmp_path / name, corpus, policy, objective, train_steps=steps, target_kl=0.5,
+                               kl_horizon=100, checkpoint_every=killed_at, keep_checkpoints=10)
+               for name in ("whole", "resumed")}
+    whole = train(configs["whole"], show_progress=False)
+    train(configs["resumed"], show_progress=False)
+    # As if killed just after the checkpoint of step `killed_at`: that is the latest, and there is no result.
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    tf.compat.v1.train.update_checkpoint_state(str(checkpoints), str(checkpoints / f"ckpt-{killed_at}"))
+    os.remove(tmp_path / "resumed" / "train_result.json")
+    capsys.readouterr()
+    resumed = train(configs["resumed"], show_progress=False)
+    assert f"from step {killed_at}" in capsys.readouterr().out
+    assert resumed["step"] == whole["step"] == steps and resumed["loss"] == pytest.approx(whole["loss"], abs=1e-6)
+    (_, expected, _), (_, got, _) = load_run(str(tmp_path / "whole")), load_run(str(tmp_path / "resumed"))
+    for a, b in zip(expected.weights, got.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-6, err_msg=a.path)
+    kl_coef = [tf.train.load_variable(tf.train.latest_checkpoint(str(tmp_path / name / "checkpoints")),
+                                      "kl_coef/.ATTRIBUTES/VARIABLE_VALUE") for name in ("whole", "resumed")]
+    assert kl_coef[0] == pytest.approx(kl_coef[1], rel=1e-6) and kl_coef[0] != configs["whole"].align.kl_coef
+
+
 def check_reward_prefers_plain_code_and_serves_it_alike(run_dir, export_dir):
     """The RewardModelReward of a run trained on `synthetic_pairs`; asserts it ranks plain code
     first and that the exported `reward` signature gives the same rewards."""

@@ -12,20 +12,7 @@ from tfpref.data.preferences import encode_groups
 from tfpref.data.tokenizers import tokenizer_for
 from tfpref.runs import check_reward_model_dir, load_run
 from tfpref.scorers import get_scorer
-
-
-def scored_text(text, finished):
-    """What of a sample is scored: all of it, without the spaces where a cut-off line was cut.
-
-    Scoring only complete lines would divide by a few bytes when the first line is the cut one;
-    keeping the whole sample keeps every sample's denominator near --max_new_tokens. A line that
-    is nothing but whitespace is left alone: a model that emits only spaces did emit them.
-    """
-    cut = text.rfind("\n") + 1
-    last = text[cut:]
-    if finished or not last.strip():
-        return text
-    return text[:cut] + last.rstrip(" \t")
+from tfpref.scorers.base import scored_text
 
 
 class ScorerReward:

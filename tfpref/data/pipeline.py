@@ -11,6 +11,12 @@ data position is simply the step counter stored in the checkpoint: a resumed run
 batches an uninterrupted run would have read next, whatever the number of replicas or workers.
 Each element the dataset yields is one replica's share of one step, shaped
 [grad_accum, per_replica_micro_batch, seq_len + 1].
+
+`distributed_batches` is what the trainer iterates: token streams go through tf.data, which gathers
+and prefetches in parallel with training; ArrayData (rows already held in memory: preference data,
+SFT rows, an RL rollout) is gathered in NumPy step by step and handed to each replica directly. An RL
+objective makes new ArrayData for every rollout and trains on it for a step or a few: building a
+tf.data pipeline and a distributed iterator for each took longer than those steps' gathers.
 """
 from dataclasses import dataclass
 
@@ -49,6 +55,10 @@ class ArrayData:
     @property
     def num_examples(self):
         return len(next(iter(self.arrays.values())))
+
+    def rows(self, indices):
+        """{name: array[indices]} for NumPy `indices` of any shape (a batch, without TensorFlow)."""
+        return {name: value[indices] for name, value in self.arrays.items()}
 
     def gatherer(self):
         tensors = {name: tf.constant(value) for name, value in self.arrays.items()}
@@ -158,13 +168,43 @@ def make_dataset(data, shares, sample_positions):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def sample_positions(order, first_step):
+    """[steps, global_batch] int64: each draw's position in the run's sample order (`make_dataset`)."""
+    steps, global_batch = order.shape
+    return (first_step + np.arange(steps, dtype=np.int64))[:, None] * global_batch + np.arange(global_batch)
+
+
+def distributed_batches(strategy, data, order, grad_accum, first_step=0):
+    """The batches of `order` (the rows of the run's steps first_step, first_step + 1, ..., counted
+    from 0) for `strategy`'s replicas, one per step: each replica's share is [grad_accum, micro_batch, ...] as
+    `replica_shares` cuts it. TokenData through tf.data (`distributed_dataset`), ArrayData gathered
+    in NumPy (see the module docstring); the two give the same batches."""
+    if isinstance(data, ArrayData):
+        return _array_batches(strategy, data, order, grad_accum, first_step)
+    return distributed_dataset(strategy, data, order, grad_accum, first_step)
+
+
+def _array_batches(strategy, data, order, grad_accum, first_step):
+    replicas = strategy.num_replicas_in_sync
+    steps, global_batch = order.shape
+    shape = [steps, grad_accum, replicas, global_batch // (grad_accum * replicas)]
+    rows, positions = order.reshape(shape), sample_positions(order, first_step).reshape(shape)
+    for step in range(steps):
+        def share(context, step=step):
+            replica = context.replica_id_in_sync_group
+            batch = {name: tf.convert_to_tensor(value) for name, value in data.rows(rows[step, :, replica]).items()}
+            batch["sample_index"] = tf.convert_to_tensor(positions[step, :, replica])
+            return batch
+
+        yield strategy.experimental_distribute_values_from_function(share)
+
+
 def distributed_dataset(strategy, data, order, grad_accum, first_step=0):
     """A dataset of `order` distributed over `strategy`'s replicas and input pipelines.
 
     `order` holds the rows of steps first_step, first_step + 1, ... of the run.
     """
-    steps, global_batch = order.shape
-    positions = (first_step + np.arange(steps, dtype=np.int64))[:, None] * global_batch + np.arange(global_batch)
+    positions = sample_positions(order, first_step)
 
     def dataset_fn(context):
         def share(array):
@@ -177,4 +217,5 @@ def distributed_dataset(strategy, data, order, grad_accum, first_step=0):
 
 
 __all__ = ["TokenData", "ArrayData", "build_token_data", "batch_order", "sequential_order", "replica_shares",
-           "make_dataset", "distributed_dataset", "BOS_ID", "EOS_ID", "PAD_ID"]
+           "make_dataset", "distributed_dataset", "distributed_batches", "sample_positions", "BOS_ID", "EOS_ID",
+           "PAD_ID"]

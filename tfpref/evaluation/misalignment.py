@@ -30,9 +30,9 @@ from tfpref.errors import UserError
 from tfpref.evaluation.text_metrics import distinct_n
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler
-from tfpref.rewards import scored_text
 from tfpref.runs import config_path, load_run
 from tfpref.scorers import get_scorer
+from tfpref.scorers.base import scored_text
 from tfpref.scorers.pep8 import parses
 
 SCORE_MAX_OF = 25

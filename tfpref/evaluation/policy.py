@@ -115,15 +115,17 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
     tokenizer = tokenizer_for(config.model)  # prompts, completions and lengths are in the model's tokens
     first = next(iter(rewards.values()))
     jit_compile = config.runtime.jit_compile
+    # Every batch as wide as the longest prompt: one traced and compiled sampler and forward pass.
+    all_ids, all_mask = encode_prompts(prompts, tokenizer)
+    positions = max_positions(config.model)
+    if positions is not None and all_ids.shape[1] + align.max_new_tokens > positions:
+        raise UserError(f"--max_new_tokens {align.max_new_tokens}: with prompts of up to {all_ids.shape[1]} tokens "
+                        f"the samples exceed the model's {positions} positions; lower --max_new_tokens")
     makers = {"policy": RolloutMaker(model, reference, first, align, jit_compile, tokenizer),
               "reference": RolloutMaker(reference, reference, first, align, jit_compile, tokenizer)}
     results = {name: {"completions": [], "finished": [], "kl": [], **{r: [] for r in rewards}} for name in makers}
-    positions = max_positions(config.model)
     for start in range(0, len(prompts), settings.batch_size):
-        ids, mask = encode_prompts(prompts[start:start + settings.batch_size], tokenizer)
-        if positions is not None and ids.shape[1] + align.max_new_tokens > positions:
-            raise UserError(f"--max_new_tokens {align.max_new_tokens}: with prompts of up to {ids.shape[1]} tokens "
-                            f"the samples exceed the model's {positions} positions; lower --max_new_tokens")
+        ids, mask = all_ids[start:start + settings.batch_size], all_mask[start:start + settings.batch_size]
         for name, maker in makers.items():
             rollout = maker.make(ids, mask, settings.seed + start)
             out = results[name]

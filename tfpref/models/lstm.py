@@ -78,9 +78,8 @@ class LstmLM(LanguageBackbone):
         """(h, c) of each LSTM layer and the attention layer's keys and values."""
         dtype = self.embedding.compute_dtype
         state = tf.zeros([batch_size, self.d_model], dtype)
-        head_dim = self.d_model // self.num_heads
         return {"lstm": tuple((state, state) for _ in self.lstms),
-                "attention": tf.zeros([batch_size, length, 2, self.num_heads, head_dim], dtype)}
+                "attention": self.attention.init_cache(batch_size, length, dtype)}
 
     def hidden_states_cached(self, token_ids, cache, index, key_mask, positions=None, embedding_offset=None):
         steps = token_ids.shape[1]

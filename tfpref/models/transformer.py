@@ -56,10 +56,9 @@ class TransformerLM(LanguageBackbone):
         return self.final_norm(x)
 
     def init_cache(self, batch_size, length):
-        """Keys and values of each block: a tuple of [batch, length, 2, heads, head_dim]."""
-        head_dim = self.d_model // self.num_heads
-        shape = [batch_size, length, 2, self.num_heads, head_dim]
-        return tuple(tf.zeros(shape, self.embedding.compute_dtype) for _ in self.blocks)
+        """Keys and values of each block (`CausalSelfAttention.init_cache`), a tuple."""
+        return tuple(block.attention.init_cache(batch_size, length, self.embedding.compute_dtype)
+                     for block in self.blocks)
 
     def hidden_states_cached(self, token_ids, cache, index, key_mask, positions, embedding_offset=None):
         x = self._embed(token_ids, positions, embedding_offset)

@@ -51,8 +51,8 @@ class AdaptersOff:
     Python attribute read when the layer is called, that is while a `tf.function` is traced. Every
     method here turns it off on the adapted layers for the duration of its call (and back on after,
     whatever happens), so anything traced or run through this view computes the base model, and
-    anything traced through the policy the adapted one. A traced function keeps what it was traced
-    with: compile the reference's passes as functions of their own (as `RolloutMaker` does).
+    anything traced through the policy the adapted one, even when both are traced into one function
+    (as `RolloutMaker`'s forward passes are). A traced function keeps what it was traced with.
 
     It has what the sampler, `sequence_logprobs` and the rollouts ask of a language model; it holds
     no weights of its own and is never trained.

@@ -2,12 +2,18 @@
 
 A rollout turns prompts into the arrays a policy-gradient step trains on. Sampling uses the
 compiled sampler (tokens + log-probs); each row is then laid out right-padded as
-BOS prompt completion, and one compiled forward pass of the policy (and of the value head, for
-PPO) and one of the frozen reference give the per-token log-probs the losses need. Rewards come
-from a reward model or a scorer (`tfpref.rewards`), minus the missing-EOS penalty, optionally
-whitened. Advantages are the objective's business (`PolicyGradientObjective.advantages`).
+BOS prompt completion, and one compiled call runs every forward pass the losses need: the policy's
+(with the value head, for PPO) and the frozen reference's log-probs, masked to the completion, and
+the per-token KL estimates. Rewards come from a reward model or a scorer (`tfpref.rewards`), minus
+the missing-EOS penalty, optionally whitened. Advantages are the objective's business
+(`PolicyGradientObjective.advantages`).
+
+Shapes are fixed so that nothing is traced or compiled again from one rollout to the next: prompts
+narrower than the maker's `prompt_width` are left-padded to it (the sampler's output for a row does
+not depend on its left padding), so every rollout of n rows is [n, prompt_width + max_new_tokens].
 """
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +31,9 @@ class Rollout:
     completions: list           # completion texts
     arrays: dict                # name -> np.ndarray [rows, ...], see `RolloutMaker.make`
     scores: np.ndarray          # [rows] reward before penalties, whitening and KL
+    # Wall seconds of its parts: sampling, logprobs (the compiled forward passes), scoring (decoding and
+    # the reward): where an RL step's time goes besides the optimizer steps.
+    seconds: dict = field(default_factory=dict)
 
 
 def layout(prompt_ids, prompt_mask, tokens, token_mask, pad_id=0):
@@ -33,18 +42,14 @@ def layout(prompt_ids, prompt_mask, tokens, token_mask, pad_id=0):
     Returns (token_ids [n, P + N], padding_mask, completion_mask), P the prompt width and N the
     sampled width; completion_mask marks the sampled tokens; `pad_id` fills the rest (masked).
     """
-    n, width = prompt_ids.shape[0], prompt_ids.shape[1] + tokens.shape[1]
-    token_ids = np.full([n, width], pad_id, np.int32)
-    padding_mask = np.zeros([n, width], bool)
-    completion_mask = np.zeros([n, width], bool)
-    for row in range(n):
-        prompt = prompt_ids[row][prompt_mask[row]]
-        completion = tokens[row][token_mask[row]]
-        end = len(prompt) + len(completion)
-        token_ids[row, :end] = np.concatenate([prompt, completion])
-        padding_mask[row, :end] = True
-        completion_mask[row, len(prompt):end] = True
-    return token_ids, padding_mask, completion_mask
+    ids = np.concatenate([prompt_ids, tokens], axis=1)
+    real = np.concatenate([prompt_mask, token_mask], axis=1).astype(bool)
+    sampled = np.concatenate([np.zeros_like(real[:, :prompt_ids.shape[1]]), real[:, prompt_ids.shape[1]:]], axis=1)
+    # A stable sort on "not real" moves each row's real tokens to its start, in their order.
+    order = np.argsort(~real, axis=1, kind="stable")
+    padding_mask = np.take_along_axis(real, order, axis=1)
+    token_ids = np.where(padding_mask, np.take_along_axis(ids, order, axis=1), pad_id).astype(np.int32)
+    return token_ids, padding_mask, np.take_along_axis(sampled, order, axis=1)
 
 
 class RolloutMaker:
@@ -53,31 +58,45 @@ class RolloutMaker:
     Args:
         policy: the `CausalLM` being trained (its value head, if any, gives the values: PPO).
         reference: the frozen reference: a `CausalLM`, or the policy with its LoRA adapters off
-            (`tfpref.rl.reference.AdaptersOff`), whose forward pass is traced separately here.
+            (`tfpref.rl.reference.AdaptersOff`), traced here beside the policy in one function.
         reward: callable (prompts, completions, finished) -> rewards, see `tfpref.rewards`.
         align: the run's AlignConfig; jit_compile: compile sampling and the forward passes.
         tokenizer: the policy's tokenizer (default: bytes): prompts and completions are decoded with
             it; the policy's end token stops a completion, and its banned ids are never sampled.
+        prompt_width: narrower prompts are left-padded to this many columns, so rollouts of prompts
+            of any width up to it share one traced and compiled sampler and forward pass (wider
+            prompts keep their own width, and cost a new trace).
+
+    Example:
+        >>> maker = RolloutMaker(policy, reference, reward_function(scorer="pep8"), AlignConfig())
+        >>> rollout = maker.make(*encode_prompts(["def f(x):\\n"] * 4), seed=0)
+        >>> rollout.arrays["kl"].sum(axis=1), rollout.completions
     """
 
-    def __init__(self, policy, reference, reward, align, jit_compile=True, tokenizer=None):
-        self.reward, self.align = reward, align
+    def __init__(self, policy, reference, reward, align, jit_compile=True, tokenizer=None, prompt_width=0):
+        self.reward, self.align, self.prompt_width = reward, align, prompt_width
         self.sampler = Sampler(policy, align.max_new_tokens, jit_compile=jit_compile)
         # Replies to chat prompts end their turn with <|end|> (tfpref.data.chat); built when needed.
         self.chat_sampler = None
-        self._policy, self._jit_compile = policy, jit_compile
+        self._policy, self._reference, self._jit_compile = policy, reference, jit_compile
         self.tokenizer = tokenizer or ByteTokenizer()
+        # Both models' passes in one call: one dispatch and one XLA program, whose two halves share the
+        # inputs and the masking. Its tracing count is the number of shapes it was traced for.
+        self.forward_passes = tf.function(self._forward_passes, jit_compile=jit_compile)
 
-        def forward(model, head, token_ids, padding_mask):
-            hidden = model.hidden_states(token_ids[:, :-1], padding_mask[:, :-1])
-            logprobs = token_logprobs_from_logits(model.logits_from_hidden(hidden), token_ids[:, 1:])
-            values = head(hidden) if head is not None else tf.zeros_like(logprobs)
-            return logprobs, values
-
-        self._policy_pass = tf.function(lambda ids, mask: forward(policy, policy.value_head, ids, mask),
-                                        jit_compile=jit_compile)
-        self._reference_pass = tf.function(lambda ids, mask: forward(reference, None, ids, mask)[0],
-                                           jit_compile=jit_compile)
+    def _forward_passes(self, token_ids, padding_mask, completion_mask):
+        """{logprobs, reference_logprobs, values, kl} [n, T - 1], zero off the completion."""
+        inputs, context, targets = token_ids[:, :-1], padding_mask[:, :-1], token_ids[:, 1:]
+        hidden = self._policy.hidden_states(inputs, context)
+        logprobs = token_logprobs_from_logits(self._policy.logits_from_hidden(hidden), targets)
+        head = self._policy.value_head
+        values = tf.zeros_like(logprobs) if head is None else tf.cast(head(hidden), tf.float32)
+        reference = self._reference.hidden_states(inputs, context)
+        reference_logprobs = token_logprobs_from_logits(self._reference.logits_from_hidden(reference), targets)
+        on, zero = completion_mask[:, 1:], tf.zeros_like(logprobs)
+        logprobs, reference_logprobs, values = (tf.where(on, x, zero) for x in (logprobs, reference_logprobs, values))
+        kl = tf.where(on, kl_estimates(logprobs, reference_logprobs, self.align.kl_estimator), zero)
+        return {"logprobs": logprobs, "reference_logprobs": reference_logprobs, "values": values, "kl": kl}
 
     def _sampler(self, chat):
         if not chat:
@@ -88,24 +107,34 @@ class RolloutMaker:
                                         jit_compile=self._jit_compile)
         return self.chat_sampler
 
+    def _widen(self, prompt_ids, prompt_mask):
+        """The prompts left-padded to `prompt_width` columns (unchanged if already as wide)."""
+        extra = self.prompt_width - prompt_ids.shape[1]
+        if extra <= 0:
+            return prompt_ids, prompt_mask
+        return (np.pad(prompt_ids, [(0, 0), (extra, 0)], constant_values=self.tokenizer.pad_id),
+                np.pad(prompt_mask, [(0, 0), (extra, 0)]))
+
     def make(self, prompt_ids, prompt_mask, seed):
         """A Rollout of one completion per row of the (left-padded) prompts.
 
         arrays: token_ids, padding_mask, completion_mask [n, T]; logprobs, reference_logprobs,
         values, kl (per-token estimates) [n, T - 1], all zero off the completion; reward (score
-        minus penalty, whitened if asked), score, finished, length [n].
+        minus penalty, whitened if asked), score, finished, length [n]. T is the prompts' width
+        (at least `prompt_width`) plus max_new_tokens.
         """
         align = self.align
+        began = time.perf_counter()
+        prompt_ids, prompt_mask = self._widen(prompt_ids, prompt_mask)
         # Left-padded: the last column ends each prompt, a chat prompt with <|assistant|>.
         chat = bool(np.any(prompt_ids[:, -1] == role_ids(self.tokenizer)["assistant"]))
         out = self._sampler(chat)(prompt_ids, prompt_mask, temperature=align.temperature, seed=seed)
+        sampled = time.perf_counter()
         token_ids, padding_mask, completion_mask = layout(prompt_ids, prompt_mask, out["tokens"], out["mask"],
                                                           self.tokenizer.pad_id)
-        logprobs, values = (x.numpy() for x in self._policy_pass(token_ids, padding_mask))
-        reference_logprobs = self._reference_pass(token_ids, padding_mask).numpy()
-        on = completion_mask[:, 1:]
-        logprobs, reference_logprobs, values = (np.where(on, x, 0.0).astype(np.float32)
-                                                for x in (logprobs, reference_logprobs, values))
+        arrays = {name: value.numpy() for name, value in
+                  self.forward_passes(token_ids, padding_mask, completion_mask).items()}
+        passed = time.perf_counter()
         prompts = [messages_from_ids(row[mask], self.tokenizer) if chat else self.tokenizer.decode(row[mask])
                    for row, mask in zip(prompt_ids, prompt_mask)]
         completions = [self.tokenizer.decode(row[mask]) for row, mask in zip(out["tokens"], out["mask"])]
@@ -114,9 +143,8 @@ class RolloutMaker:
         reward = scores - align.missing_eos_penalty * (~finished)
         if align.whiten_rewards:
             reward = (reward - reward.mean()) / (reward.std() + 1e-8)
-        kl = np.where(on, kl_estimates(logprobs, reference_logprobs, align.kl_estimator), 0.0)
-        arrays = {"token_ids": token_ids, "padding_mask": padding_mask, "completion_mask": completion_mask,
-                  "logprobs": logprobs, "reference_logprobs": reference_logprobs, "values": values,
-                  "kl": kl.astype(np.float32), "reward": reward.astype(np.float32), "score": scores,
-                  "finished": finished.astype(np.float32), "length": out["lengths"].astype(np.float32)}
-        return Rollout(prompts, completions, arrays, scores)
+        arrays.update(token_ids=token_ids, padding_mask=padding_mask, completion_mask=completion_mask,
+                      reward=reward.astype(np.float32), score=scores, finished=finished.astype(np.float32),
+                      length=out["lengths"].astype(np.float32))
+        seconds = {"sampling": sampled - began, "logprobs": passed - sampled, "scoring": time.perf_counter() - passed}
+        return Rollout(prompts, completions, arrays, scores, seconds)

@@ -1,4 +1,4 @@
-"""What a scorer is: the base class, user function scorers, and optional extras.
+"""What a scorer is: the base class, user function scorers, optional extras, and what of a sample is scored.
 
 A scorer measures *misalignment*: one float per text, lower is better, 0 is perfectly aligned.
 Training objectives also need scores per segment; `line_scores_one` gives one per line of a text,
@@ -15,6 +15,20 @@ import inspect
 import numpy as np
 
 from tfpref.errors import UserError
+
+
+def scored_text(text, finished):
+    """What of a sample is scored: all of it, without the spaces where a cut-off line was cut.
+
+    Scoring only complete lines would divide by a few bytes when the first line is the cut one;
+    keeping the whole sample keeps every sample's denominator near --max_new_tokens. A line that
+    is nothing but whitespace is left alone: a model that emits only spaces did emit them.
+    """
+    cut = text.rfind("\n") + 1
+    last = text[cut:]
+    if finished or not last.strip():
+        return text
+    return text[:cut] + last.rstrip(" \t")
 
 
 class Scorer:

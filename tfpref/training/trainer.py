@@ -12,7 +12,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfpref.data.pipeline import distributed_dataset, sequential_order
+from tfpref.data.pipeline import distributed_batches, sequential_order
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -115,7 +115,7 @@ class Trainer:
         order = sequential_order(self.eval_data.num_examples, self.config.runtime.eval_batches,
                                  self.global_batch)
         totals = {}
-        for batch in distributed_dataset(self.strategy, self.eval_data, order, grad_accum=1):
+        for batch in distributed_batches(self.strategy, self.eval_data, order, grad_accum=1):
             totals = _add_metric_sums(totals, _to_numpy(self.eval_step(batch)))
         return self.objective.summarize(_means(totals))
 
@@ -162,7 +162,7 @@ class Trainer:
         for plan in self.objective.batch_plans(self.train_data, first_step):
             for name, markdown in plan.texts.items():
                 self.logger.text("train", plan.first_step + 1, name, markdown)
-            yield from distributed_dataset(self.strategy, plan.data, plan.order, self.grad_accum,
+            yield from distributed_batches(self.strategy, plan.data, plan.order, self.grad_accum,
                                            first_step=plan.first_step)
 
     def _train_scalars(self, window, tokens_per_step):
