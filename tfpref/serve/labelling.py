@@ -36,10 +36,10 @@ class LabellingQueue:
         self._skipped = {}       # labeller -> item ids they skipped, oldest first
         self._completions = {}   # item_id -> the completions shown (sampled ones are kept)
         self._lock = threading.Lock()
+        self._done = sum(1 for item_id in self.order if item_id in journal)  # then counted as they are saved
 
     def progress(self):
-        done = sum(1 for item_id in self.order if item_id in self.journal)
-        return {"done": done, "total": len(self.order)}
+        return {"done": self._done, "total": len(self.order)}
 
     def next_item(self, labeller):
         """The next item for `labeller` (a dict for the page), or None when every item is done."""
@@ -89,6 +89,7 @@ class LabellingQueue:
         written = self.journal.append(record)
         with self._lock:
             self._leases.pop(item_id, None)
+            self._done += written
         return {"saved": True, "duplicate": not written, "progress": self.progress()}
 
     def _item(self, item_id):
