@@ -75,12 +75,14 @@ def test_a_streamed_reply_is_the_exports_reply(client, exports):
     new = 2 * CHUNK_TOKENS + 5  # three calls
     lines = chat_lines(client, {"messages": messages, "max_new_tokens": new, "temperature": 0.0})
     *pieces, done = lines
-    assert done["done"] and done["num_tokens"] == new and len(pieces) >= 3
     expected = call_signature(exports["a"], "chat", roles=[["system", "user"]], contents=[["be brief", "hi é"]],
                               max_new_tokens=new, temperature=0.0, top_k=0, top_p=1.0, seed=0)
     assert "".join(p["text"] for p in pieces) == expected["completions"][0]
+    # The random model may end its reply early (then fewer calls): the stream says what the export did.
+    assert done == {"done": True, "finished": expected["finished"][0], "num_tokens": expected["num_tokens"][0]}
+    assert len(pieces) >= min(3, -(-expected["num_tokens"][0] // CHUNK_TOKENS)) - 1
     sampled = chat_lines(client, {"messages": messages, "max_new_tokens": 20, "temperature": 1.0, "seed": 3})
-    assert sampled[-1]["done"] and sampled[-1]["num_tokens"] == 20
+    assert sampled[-1]["done"] and 0 < sampled[-1]["num_tokens"] <= 20
     info = client.get("/api/info").json()
     assert info == {"model": "tfpref", "version": 1, "chat": True}
 
