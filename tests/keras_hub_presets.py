@@ -83,7 +83,8 @@ def export_and_check_against_the_library(policy, tokenizer, directory, prompts, 
     from tfpref.models.sampling import Sampler, left_pad
     from tfpref.training.export import export_model
 
-    served = tf.saved_model.load(export_model(policy, str(directory), step=3, seq_len=32, tokenizer=tokenizer))
+    served = tf.saved_model.load(export_model(policy, str(directory), step=3, seq_len=32, tokenizer=tokenizer,
+                                                jit_compile=False))
     assert sorted(served.signatures) == ["chat", "generate", "score"]  # the chat markers are added tokens
     out = served.signatures["generate"](prompts=tf.constant(prompts), max_new_tokens=tf.constant(new),
                                         temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0),
