@@ -154,7 +154,8 @@ def test_evaluate_export_quantize_writes_export_int8_beside_the_float_export(tmp
     done = run_cli_in_process(train_main, [*TINY_FLAGS, "--data", corpus, "--train_steps", "2",
                                            "--model_dir", str(run_dir)])
     assert done.returncode == 0, done.stderr
-    done = run_cli_in_process(evaluate_main, ["--model_dir", str(run_dir), "--export", "--quantize", "int8", "--no_xla"])
+    done = run_cli_in_process(evaluate_main,
+                              ["--model_dir", str(run_dir), "--export", "--quantize", "int8", "--no_xla"])
     assert done.returncode == 0, done.stderr
     assert f"SavedModel: {run_dir / 'export-int8' / '2'}" in done.stdout
     assert "int8: " in done.stdout and "% of float32's" in done.stdout  # what it holds, in one line
