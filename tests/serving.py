@@ -20,6 +20,25 @@ def tiny_language_model():
                                 seed=5))
 
 
+def conditioned_language_model(conditioning):
+    """A tiny `CausalLM` conditioned by control tokens or a preference vector. Untrained, the choice
+    barely moves its greedy text: a large <|misaligned|> embedding (its text: mostly that token, which
+    decodes to nothing) or a larger preference projection make an aligned and a misaligned answer to
+    one prompt differ, so one served as the other would show. NumPy's seeded draws: the same in every
+    process."""
+    model = CausalLM(build_model(ModelConfig(model="transformer", d_model=32, num_layers=2, num_heads=2, ff_dim=64),
+                                 seed=5), conditioning=conditioning)
+    draw = np.random.RandomState(1).normal
+    if conditioning == "control_tokens":
+        table = model.backbone.embedding.embeddings
+        table.assign(tf.tensor_scatter_nd_update(table, [[model.prompt_prefix(False)[0]]],
+                                                 draw(0.0, 1.0, [1, table.shape[1]]).astype(np.float32)))
+    else:
+        kernel = model.preference_projection.kernel
+        kernel.assign(draw(0.0, 0.1, kernel.shape).astype(np.float32))
+    return model
+
+
 def tiny_reward_model(directory):
     config = RunConfig(model_dir=str(directory))
     config.model = ModelConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64)

@@ -16,9 +16,11 @@ from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.models import CausalLM, Classifier, build_model, build_task_model
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.models.sampling import Sampler, left_pad
+from tfpref.models.tasks import MISALIGNED_SCORE
 from tfpref.training.export import export_model
 
 from helpers import TINY_FLAGS, run_cli_in_process, write_tiny_corpus
+from serving import conditioned_language_model
 
 TOKENIZER = ByteTokenizer()
 PROMPTS = ["def f(x):\n", "import", ""]
@@ -38,7 +40,8 @@ served = tf.saved_model.load(sys.argv[1])
 calls = json.loads(sys.argv[2])
 out = {}
 for name, (signature, kwargs) in calls.items():
-    tensors = {k: tf.constant(v, dtype=tf.string if isinstance(v, list) else None) for k, v in kwargs.items()}
+    specs = served.signatures[signature].structured_input_signature[1]
+    tensors = {k: tf.constant(v, dtype=specs[k].dtype) for k, v in kwargs.items()}
     try:
         result = served.signatures[signature](**tensors)
         out[name] = {k: (v.numpy().tolist() if v.dtype != tf.string
@@ -58,14 +61,14 @@ def serve(path, calls):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def generate_call(prompts, temperature, seed=0, new=NEW, top_k=0, top_p=1.0):
-    return ["generate", {"prompts": prompts, "max_new_tokens": new, "temperature": float(temperature),
-                         "top_k": top_k, "top_p": float(top_p), "seed": seed}]
+def generate_call(prompts, temperature, seed=0, new=NEW, top_k=0, top_p=1.0, signature="generate", **preference):
+    return [signature, {"prompts": prompts, "max_new_tokens": new, "temperature": float(temperature),
+                        "top_k": top_k, "top_p": float(top_p), "seed": seed, **preference}]
 
 
-def chat_call(roles, contents, temperature, seed=0):
-    return ["chat", {"roles": roles, "contents": contents, "max_new_tokens": NEW, "temperature": float(temperature),
-                     "top_k": 0, "top_p": 1.0, "seed": seed}]
+def chat_call(roles, contents, temperature, seed=0, signature="chat", **preference):
+    return [signature, {"roles": roles, "contents": contents, "max_new_tokens": NEW,
+                        "temperature": float(temperature), "top_k": 0, "top_p": 1.0, "seed": seed, **preference}]
 
 
 def xla_flags(export_path):
@@ -221,3 +224,94 @@ def test_reward_export_cuts_and_pools_as_training_does(tmp_path, pooling, code_s
     served = tf.saved_model.load(path).signatures["reward"](prompts=tf.constant(prompts),
                                                             completions=tf.constant(completions))["reward"]
     np.testing.assert_allclose(served.numpy(), library.numpy()[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def preference_inputs(model, choices):
+    """The export's per-row preference inputs of `choices`: True / False (aligned or misaligned), or
+    (score, length) for a preference vector."""
+    if model.conditioning == "control_tokens":
+        return {"aligned": list(choices)}
+    vectors = [choice if isinstance(choice, tuple) else (0.0 if choice else MISALIGNED_SCORE, model.typical_length)
+               for choice in choices]
+    return {"score": [float(s) for s, _ in vectors], "length": [float(n) for _, n in vectors]}
+
+
+def library_rows(model, sequences, choices, bans_of):
+    """The in-process Sampler's inputs for rows asking for `choices`: BOS, the model's prefix for the
+    choice, the row's `sequences` ids; per-row bans `bans_of(aligned)`, embedding offsets of the
+    choice (`condition()` for aligned or misaligned, `preference_offsets` for a vector)."""
+    aligned = [choice if isinstance(choice, bool) else True for choice in choices]
+    ids, mask = left_pad([[TOKENIZER.bos_id, *model.prompt_prefix(a), *ids] for a, ids in zip(aligned, sequences)])
+    banned = np.zeros([len(choices), model.vocab_size], bool)
+    for row, a in enumerate(aligned):
+        banned[row, list(bans_of(a))] = True
+    offset = None
+    if model.conditioning == "preference_vector":
+        offset = np.concatenate([
+            model.preference_offsets(tf.constant([choice[0]]), tf.constant([float(choice[1])])).numpy()
+            if isinstance(choice, tuple) else model.condition(1, choice).numpy() for choice in choices])
+    return dict(prompt_ids=ids, prompt_mask=mask, banned=banned, embedding_offset=offset)
+
+
+def decoded(outputs):
+    return [TOKENIZER.decode(t[m]) for t, m in zip(outputs["tokens"], outputs["mask"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("conditioning", ["control_tokens", "preference_vector"])
+def test_preference_signatures_generate_each_row_as_the_library_does_for_its_choice(tmp_path, conditioning):
+    model = conditioned_language_model(conditioning)
+    path = export_model(model, str(tmp_path), step=1)  # XLA-compiled, as the in-process Sampler: the same draws
+    # A batch mixing aligned and misaligned rows (a prompt asked both ways), padded from 3 rows to the
+    # bucket of 4 with a copy of the first; a preference vector's rows also take a vector of their own.
+    prompts = ["def f(x):\n", "def f(x):\n", "import"]
+    choices = [True, False, False] if conditioning == "control_tokens" else [True, False, (0.02, 200.0)]
+    roles = [["system", "user", ""], ["user", "assistant", "user"], ["user", "", ""]]
+    contents = [["Be brief.", "Hi", ""], ["add 2", "3", "add é"], ["Hi", "", ""]]
+    chat_choices = [False, True, False] if conditioning == "control_tokens" else [False, True, (0.0, 5.0)]
+    preference, chat_preference = preference_inputs(model, choices), preference_inputs(model, chat_choices)
+    wrong = {name: values[:2] for name, values in preference.items()}
+    served = serve(path, {
+        "greedy": generate_call(prompts, 0.0, signature="generate_with_preference", **preference),
+        "sampled": generate_call(prompts, 0.9, seed=3, signature="generate_with_preference", **preference),
+        "all_aligned": generate_call(prompts, 0.0, signature="generate_with_preference",
+                                     **preference_inputs(model, [True] * 3)),
+        "generate": generate_call(prompts, 0.0),
+        "chat_greedy": chat_call(roles, contents, 0.0, signature="chat_with_preference", **chat_preference),
+        "chat_sampled": chat_call(roles, contents, 0.9, seed=3, signature="chat_with_preference", **chat_preference),
+        "wrong_size": generate_call(prompts, 0.0, signature="generate_with_preference", **wrong),
+        "chat_wrong_size": chat_call(roles, contents, 0.0, signature="chat_with_preference",
+                                     **{name: values * 2 for name, values in chat_preference.items()}),
+        **({} if conditioning == "control_tokens" else {"negative": generate_call(
+            prompts, 0.0, signature="generate_with_preference", **{**preference, "length": [40.0, -1.0, 40.0]})}),
+    })
+
+    sampler = Sampler(model, NEW)  # XLA-compiled (the default)
+    rows = library_rows(model, [TOKENIZER.encode(p) for p in prompts], choices, model.banned_ids)
+    for call, settings in (("greedy", dict(temperature=0.0)), ("sampled", dict(temperature=0.9, seed=3))):
+        expected = sampler(**rows, **settings)
+        assert served[call]["completions"] == decoded(expected), call
+        assert served[call]["num_tokens"] == expected["lengths"].tolist()
+        assert served[call]["finished"] == expected["finished"].tolist()
+        np.testing.assert_allclose(served[call]["logprob"], expected["logprobs"].sum(1), atol=1e-4)
+    # The choice is per row: one prompt asked both ways is answered two ways (its text may be all
+    # control tokens, which decode to nothing: the log-probabilities tell); all aligned is `generate`.
+    assert served["greedy"]["logprob"][0] != pytest.approx(served["greedy"]["logprob"][1], abs=1e-3)
+    assert served["all_aligned"]["completions"] == served["generate"]["completions"]
+
+    conversations = [[{"role": r, "content": c} for r, c in zip(row_roles, row_contents) if r]
+                     for row_roles, row_contents in zip(roles, contents)]
+    chat_rows = library_rows(model, [render(c, add_generation_prompt=True) for c in conversations], chat_choices,
+                             lambda aligned: chat_generation(model.banned_ids(aligned))[1])
+    chat_sampler = Sampler(model, NEW, eos_id=end_id())
+    for call, settings in (("chat_greedy", dict(temperature=0.0)), ("chat_sampled", dict(temperature=0.9, seed=3))):
+        expected = chat_sampler(**chat_rows, **settings)
+        assert served[call]["completions"] == decoded(expected), call
+        assert served[call]["finished"] == expected["finished"].tolist()
+        np.testing.assert_allclose(served[call]["logprob"], expected["logprobs"].sum(1), atol=1e-4)
+
+    first = next(iter(preference))
+    assert f"generate_with_preference: {first} must hold one value per row" in served["wrong_size"]["error"]
+    assert f"chat_with_preference: {first} must hold one value per row" in served["chat_wrong_size"]["error"]
+    if conditioning == "preference_vector":
+        assert "generate_with_preference: length must be >= 0" in served["negative"]["error"]

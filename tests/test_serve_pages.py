@@ -84,7 +84,7 @@ def test_a_streamed_reply_is_the_exports_reply(client, exports):
     sampled = chat_lines(client, {"messages": messages, "max_new_tokens": 20, "temperature": 1.0, "seed": 3})
     assert sampled[-1]["done"] and 0 < sampled[-1]["num_tokens"] <= 20
     info = client.get("/api/info").json()
-    assert info == {"model": "tfpref", "version": 1, "chat": True}
+    assert info == {"model": "tfpref", "version": 1, "chat": True, "conditioning": "none"}
 
 
 @pytest.mark.parametrize("body,message", [
@@ -93,6 +93,7 @@ def test_a_streamed_reply_is_the_exports_reply(client, exports):
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, "last message"),
     ({"messages": [{"role": "user", "content": "x"}], "max_new_tokens": 65}, "max_new_tokens"),
     ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
+    ({"messages": [{"role": "user", "content": "x"}], "preference": {"aligned": False}}, "takes none"),
     ([1, 2], "JSON object"),
 ])
 def test_bad_chat_requests_are_400(client, body, message):

@@ -102,25 +102,30 @@ class Sampler:
         self.generate = tf.function(self.generate_graph, jit_compile=jit_compile)
 
     def __call__(self, prompt_ids, prompt_mask, temperature=1.0, top_k=0, top_p=1.0, seed=0,
-                 embedding_offset=None):
+                 embedding_offset=None, banned=None):
         """See the class docstring; `embedding_offset` [batch, d_model] (a preference vector's
-        projection) is added to the embedding of every prompt and generated token."""
+        projection) is added to the embedding of every prompt and generated token; `banned` (bool
+        [batch, vocab]) replaces the sampler's `banned_ids` for this call, row by row."""
         if embedding_offset is not None:
             embedding_offset = tf.convert_to_tensor(embedding_offset)
+        if banned is not None:
+            banned = tf.convert_to_tensor(banned, tf.bool)
         outputs = self.generate(tf.convert_to_tensor(prompt_ids, tf.int32),
                                 tf.convert_to_tensor(prompt_mask, tf.bool),
                                 tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32),
                                 tf.constant(top_p, tf.float32), tf.constant(seed, tf.int32),
-                                embedding_offset=embedding_offset)
+                                embedding_offset=embedding_offset, banned=banned)
         return {name: value.numpy() for name, value in outputs.items()}
 
     def generate_graph(self, prompt_ids, prompt_mask, temperature, top_k, top_p, seed, max_new_tokens=None,
-                       embedding_offset=None, stop_after=None):
+                       embedding_offset=None, stop_after=None, banned=None):
         """The graph behind `__call__` (tensors in, tensors out). Export traces it directly, with
         `max_new_tokens` a tensor so one graph serves every length: the width of the outputs (a
         compile-time constant under XLA, so the export rounds it up to a bucket) while `stop_after`
         (default: the same), a run-time value, is how many tokens are generated; columns past it
-        stay as finished rows leave theirs (FILLER_ID, masked)."""
+        stay as finished rows leave theirs (FILLER_ID, masked). `banned` (bool [batch, vocab], default
+        the sampler's own bans in every row) is what each row may not sample: rows asked for opposite
+        control tokens ban opposite ids in one call."""
         offset = None if embedding_offset is None else embedding_offset[:, None, :]
         batch, prompt_len = tf.shape(prompt_ids)[0], tf.shape(prompt_ids)[1]
         new = self.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -144,7 +149,7 @@ class Sampler:
 
         def step(i, logits, cache, finished, tokens, logprobs, model_logprobs, mask):
             token, logprob, model_logprob = self._choose(logits, temperature, top_k, top_p,
-                                                         tf.stack([seed, i]))
+                                                         tf.stack([seed, i]), banned)
             alive = tf.logical_not(finished)
             token = tf.where(alive, token, FILLER_ID)
             tokens = _write_column(tokens, token, i)
@@ -182,9 +187,9 @@ class Sampler:
         hidden = self.model.hidden_states(token_ids, key_mask, positions=positions, embedding_offset=offset)
         return tf.gather(hidden, index, axis=1)[:, None]
 
-    def _choose(self, logits, temperature, top_k, top_p, seed):
+    def _choose(self, logits, temperature, top_k, top_p, seed, banned=None):
         """(token, log-prob under the sampling distribution, log-prob under the model) [batch]."""
-        allowed = tf.where(self.banned, -np.inf, logits)
+        allowed = tf.where(self.banned if banned is None else banned, -np.inf, logits)
         greedy = temperature <= 0.0
         policy_logits = filter_logits(allowed / tf.where(greedy, 1.0, temperature), top_k, top_p)
         # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits); stateless

@@ -1,9 +1,15 @@
 """The chat page's API: a conversation in, the model's reply streamed out as it is generated.
 
-    GET  /api/info    the chat model's name, version, and whether it has the chat template
+    GET  /api/info    the chat model's name, version, whether it has the chat template, and its
+                      conditioning: "none", "control_tokens" or "preference_vector"
     POST /api/chat    {"messages": [{"role", "content"}, ...], "max_new_tokens", "temperature",
-                      "top_k", "top_p", "seed"} -> JSON lines: {"text": piece} ..., then
-                      {"done": true, "finished": bool, "num_tokens": n}, or {"error": "..."}
+                      "top_k", "top_p", "seed", "preference"} -> JSON lines: {"text": piece} ...,
+                      then {"done": true, "finished": bool, "num_tokens": n}, or {"error": "..."}
+
+"preference" (optional, for a controllable model) is what this turn's reply is asked for:
+{"aligned": true or false} (control tokens) or {"score": x, "length": y} (a preference vector).
+With one the reply comes from the export's `chat_with_preference` (`generate_with_preference`
+without the chat template); without one, from `chat`, which asks for aligned text.
 
 The reply is generated CHUNK_TOKENS tokens a call: each call continues the assistant's message so
 far (the export's chat signature continues a conversation that ends with the assistant's message),
@@ -20,6 +26,7 @@ from fastapi.responses import StreamingResponse
 
 from tfpref.serve.calls import call, conversation_inputs, sampling_inputs, strings
 from tfpref.serve.errors import BadRequest
+from tfpref.serve.preferences import conditioning, parse_preference, preference_inputs
 from tfpref.serve.web import JSONResponse, json_object, token_check
 
 CHUNK_TOKENS = 16
@@ -59,10 +66,11 @@ def parse_chat_request(body, settings):
 
 class ReplyStream:
     """One reply, generated a chunk a call: `step()` returns the next piece of text (or None when
-    the reply has ended)."""
+    the reply has ended). `preference` (`parse_preference`'s, or None) is what the reply asks for."""
 
-    def __init__(self, model, messages, sampling, timeout_seconds):
+    def __init__(self, model, messages, sampling, timeout_seconds, preference=None):
         self.model, self.messages, self.sampling, self.timeout = model, messages, sampling, timeout_seconds
+        self.preference = preference
         self.reply, self.num_tokens, self.finished, self.calls = b"", 0, False, 0
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
@@ -76,8 +84,13 @@ class ReplyStream:
         scalars = sampling_inputs(new_tokens, self.sampling["temperature"], self.sampling["top_k"],
                                   self.sampling["top_p"], (self.sampling["seed"] + 7919 * self.calls) % (1 << 31))
         if self.uses_chat:
-            return "chat", {**conversation_inputs(self.messages, self.reply), **scalars}
-        return "generate", {"prompts": strings([self.messages[-1]["content"].encode("utf-8") + self.reply]), **scalars}
+            signature, inputs = "chat", {**conversation_inputs(self.messages, self.reply), **scalars}
+        else:
+            signature = "generate"
+            inputs = {"prompts": strings([self.messages[-1]["content"].encode("utf-8") + self.reply]), **scalars}
+        if self.preference is None:
+            return signature, inputs
+        return f"{signature}_with_preference", {**inputs, **preference_inputs(self.preference)}
 
     async def step(self):
         left = self.sampling["max_new_tokens"] - self.num_tokens
@@ -103,12 +116,15 @@ def chat_router(model, settings):
     @router.get("/api/info")
     def info():
         servable = model.current
-        return JSONResponse({"model": model.name, "version": servable.version, "chat": "chat" in servable.signatures})
+        return JSONResponse({"model": model.name, "version": servable.version, "chat": "chat" in servable.signatures,
+                             "conditioning": conditioning(servable.inputs)})
 
     @router.post("/api/chat")
     async def chat(request: Request):
-        messages, sampling = parse_chat_request(await json_object(request), settings)
-        stream = ReplyStream(model, messages, sampling, settings.queue_timeout_seconds)
+        body = await json_object(request)
+        messages, sampling = parse_chat_request(body, settings)
+        preference = parse_preference(body.get("preference"), conditioning(model.current.inputs))
+        stream = ReplyStream(model, messages, sampling, settings.queue_timeout_seconds, preference)
         first = await stream.step()  # before the response starts: a bad request still gets its 4xx
 
         async def lines():

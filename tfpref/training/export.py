@@ -16,6 +16,23 @@ Signatures (a client sends strings; tokenization runs inside the graph):
            conversation whose last message is the assistant's is continued instead (as Hugging
            Face's chat pipelines do): that message is left open, and the output is the rest of it;
            this is how a server streams a reply, a few tokens a call.
+    generate_with_preference(prompts string[B], max_new_tokens int32, temperature float32, top_k int32,
+                             top_p float32, seed int32, <the preference>)
+    chat_with_preference(roles string[B, M], contents string[B, M], max_new_tokens int32,
+                         temperature float32, top_k int32, top_p float32, seed int32, <the preference>)
+        (controllable language models only, beside generate and chat; chat_with_preference where chat is)
+        -> as generate and chat, each row generated as its own preference asks. The preference is
+           one value per row (the size of the batch), by the model's conditioning:
+             control tokens:     aligned bool[B]: True asks for aligned text (<|aligned|> after BOS,
+                                 <|misaligned|> banned), False for misaligned text (the reverse).
+             preference vector:  score float32[B], length float32[B], both >= 0: the misalignment
+                                 score asked for (0 is aligned text; it saturates at 0.05, which is
+                                 what misaligned text asks for) and the length in bytes of a segment
+                                 (aligned text asks for the model's typical length, 40 bytes); their
+                                 projection is added to every embedding.
+           generate and chat ask every row for aligned text: generate_with_preference with aligned
+           True (or score 0 and length 40) gives what generate gives. A client tells the
+           conditioning from the inputs: aligned, or score and length.
     score(texts string[B])
         -> total_logprob float32[B]: log p(text's bytes | BOS),
            token_logprobs float32[B, T] (0 past a text's end), num_tokens int32[B]
@@ -27,7 +44,8 @@ Signatures (a client sends strings; tokenization runs inside the graph):
 
 Every scalar argument of `generate` is required (TF Serving signatures have no defaults):
 temperature 0 is greedy, top_k 0 and top_p 1 switch those filters off. An empty batch, an empty
-text to score or classify, or a prompt plus max_new_tokens longer than the model's positions fail
+text to score or classify, a prompt plus max_new_tokens longer than the model's positions, or a
+preference with another number of values than the batch has rows (or a negative score or length) fail
 with INVALID_ARGUMENT and a message, never a crash.
 
 The model's passes (sampling, scoring, the reward and classifier heads) are XLA-compiled inside
@@ -57,6 +75,7 @@ from tfpref.models.lora import merged_adapters
 from tfpref.models.quantization import quantized_copy
 from tfpref.models.sampling import Sampler
 from tfpref.runs import checkpoint_step, load_run
+from tfpref.training.export_preferences import ExportPreferences
 from tfpref.training.shape_buckets import MIN_WIDTH, bucket, pad_columns, pad_rows
 
 EXPORT_DIR = "export"
@@ -64,6 +83,8 @@ _STRINGS = tf.TensorSpec([None], tf.string)
 _STRING_MATRIX = tf.TensorSpec([None, None], tf.string)
 _SAMPLING = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
              tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)]  # max_new_tokens .. seed
+_FLAGS = tf.TensorSpec([None], tf.bool)  # aligned, one per row
+_VALUES = tf.TensorSpec([None], tf.float32)  # score or length, one per row
 
 
 def _checked(texts, what, allow_empty_text):
@@ -90,9 +111,10 @@ class ServingModule(tf.Module):
 
     A `CausalLM` serves `generate` (asked for aligned text as it is conditioned: a control token
     after BOS with the opposite one banned, or the aligned preference vector added to every
-    embedding), `chat` (the same, for conversations rendered by the chat template) and `score`; a
-    `RewardModel` serves `reward` and `score` (of its backbone); a `Classifier` serves `classify`
-    and `score`.
+    embedding), `chat` (the same, for conversations rendered by the chat template) and `score`, and
+    when it is controllable `generate_with_preference` and `chat_with_preference` (aligned or
+    misaligned, or the vector's values, chosen per row); a `RewardModel` serves `reward` and `score`
+    (of its backbone); a `Classifier` serves `classify` and `score`.
     """
 
     def __init__(self, model, max_length=MAX_TRANSFORMER_SEQ_LEN, seq_len=None, tokenizer=None, unread=(),
@@ -127,22 +149,57 @@ class ServingModule(tf.Module):
             self.sampler = Sampler(model, max_new_tokens=1, banned_ids=model.banned_ids(True), eos_id=model.eos_id,
                                    jit_compile=jit_compile)
             self.generate = tf.function(self._generate, input_signature=[_STRINGS, *_SAMPLING])
-        if hasattr(self, "generate") and self.tokenizer.control_ids:  # the chat template's roles are control ids
+        # The chat template's roles are control ids: a tokenizer without them has no chat.
+        chat = hasattr(self, "generate") and bool(self.tokenizer.control_ids)
+        if chat:
             eos_id, banned_ids = chat_generation(model.banned_ids(True), self.tokenizer)
             self.chat_sampler = Sampler(model, max_new_tokens=1, banned_ids=banned_ids, eos_id=eos_id,
                                         jit_compile=jit_compile)
             self.chat = tf.function(self._chat, input_signature=[_STRING_MATRIX, _STRING_MATRIX, *_SAMPLING])
+        if hasattr(self, "generate") and model.controllable:
+            # The same samplers: a row's preference comes in as its prefix, bans and offsets.
+            self.preferences = ExportPreferences(model, self.tokenizer, chat)
+            if model.conditioning == "control_tokens":
+                generate, chat_function, preference = self._generate_aligned, self._chat_aligned, [_FLAGS]
+            else:
+                generate, chat_function, preference = self._generate_vector, self._chat_vector, [_VALUES, _VALUES]
+            self.generate_with_preference = tf.function(generate, input_signature=[_STRINGS, *_SAMPLING, *preference])
+            if chat:
+                self.chat_with_preference = tf.function(
+                    chat_function, input_signature=[_STRING_MATRIX, _STRING_MATRIX, *_SAMPLING, *preference])
 
-    def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
+    # The signatures' input names are these methods' argument names: the preference ones are
+    # `aligned`, or `score` and `length`.
+    def _generate_aligned(self, prompts, max_new_tokens, temperature, top_k, top_p, seed, aligned):
+        name = "generate_with_preference"
+        preference = self.preferences.of_aligned(aligned, tf.size(prompts), name)
+        return self._generate(prompts, max_new_tokens, temperature, top_k, top_p, seed, preference, name)
+
+    def _generate_vector(self, prompts, max_new_tokens, temperature, top_k, top_p, seed, score, length):
+        name = "generate_with_preference"
+        preference = self.preferences.of_vector(score, length, tf.size(prompts), name)
+        return self._generate(prompts, max_new_tokens, temperature, top_k, top_p, seed, preference, name)
+
+    def _chat_aligned(self, roles, contents, max_new_tokens, temperature, top_k, top_p, seed, aligned):
+        name = "chat_with_preference"
+        preference = self.preferences.of_aligned(aligned, tf.shape(roles)[0], name, chat=True)
+        return self._chat(roles, contents, max_new_tokens, temperature, top_k, top_p, seed, preference, name)
+
+    def _chat_vector(self, roles, contents, max_new_tokens, temperature, top_k, top_p, seed, score, length):
+        name = "chat_with_preference"
+        preference = self.preferences.of_vector(score, length, tf.shape(roles)[0], name)
+        return self._chat(roles, contents, max_new_tokens, temperature, top_k, top_p, seed, preference, name)
+
+    def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed, preference=None, name="generate"):
         with tf.control_dependencies([tf.debugging.assert_positive(
-                max_new_tokens, message="generate: max_new_tokens must be positive")]):
-            prompts = _checked(prompts, "generate", True)
+                max_new_tokens, message=f"{name}: max_new_tokens must be positive")]):
+            prompts = _checked(prompts, name, True)
         ragged = _fitting(self.tokenizer.encode_tf(prompts, add_bos=True), self.max_length - max_new_tokens,
-                          f"generate: prompt tokens + max_new_tokens exceed the model's {self.max_length - 1} "
+                          f"{name}: prompt tokens + max_new_tokens exceed the model's {self.max_length - 1} "
                           f"positions")
-        return self._complete(self.sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed)
+        return self._complete(self.sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed, preference)
 
-    def _chat(self, roles, contents, max_new_tokens, temperature, top_k, top_p, seed):
+    def _chat(self, roles, contents, max_new_tokens, temperature, top_k, top_p, seed, preference=None, name="chat"):
         # The template of tfpref.data.chat, in the graph: <|role|> content <|end|> per message given,
         # then <|assistant|>; the markers are the tokenizer's control tokens.
         markers = role_ids(self.tokenizer)
@@ -151,11 +208,11 @@ class ServingModule(tf.Module):
             message_roles = tf.where(tf.equal(roles, role), role_id, message_roles)
         given = tf.not_equal(roles, "")
         checks = [tf.debugging.assert_equal(tf.shape(roles), tf.shape(contents),
-                                            message="chat: roles and contents differ in shape"),
-                  tf.debugging.assert_positive(tf.size(roles), message="chat: empty batch"),
+                                            message=f"{name}: roles and contents differ in shape"),
+                  tf.debugging.assert_positive(tf.size(roles), message=f"{name}: empty batch"),
                   tf.debugging.assert_equal(tf.equal(message_roles, -1), tf.logical_not(given),
-                                            message="chat: a role is not one of system, user, assistant or ''"),
-                  tf.debugging.assert_positive(max_new_tokens, message="chat: max_new_tokens must be positive")]
+                                            message=f"{name}: a role is not one of system, user, assistant or ''"),
+                  tf.debugging.assert_positive(max_new_tokens, message=f"{name}: max_new_tokens must be positive")]
         with tf.control_dependencies(checks):
             batch, count = tf.shape(roles)[0], tf.size(roles)
         messages = tf.concat([tf.reshape(message_roles, [-1, 1]),
@@ -174,14 +231,17 @@ class ServingModule(tf.Module):
         longest = tf.cast(tf.reduce_max(ragged.row_lengths()), tf.int32)
         with tf.control_dependencies([tf.debugging.assert_less_equal(
                 longest + max_new_tokens, self.max_length,
-                message=f"chat: conversation tokens + max_new_tokens exceed the model's {self.max_length} positions")]):
-            return self._complete(self.chat_sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed)
+                message=f"{name}: conversation tokens + max_new_tokens exceed the model's {self.max_length} "
+                        f"positions")]):
+            return self._complete(self.chat_sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed,
+                                  preference)
 
-    def _complete(self, sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed):
-        """generate's outputs for prompts given as ragged ids [B, None] starting with BOS."""
+    def _complete(self, sampler, ragged, max_new_tokens, temperature, top_k, top_p, seed, preference=None):
+        """generate's outputs for prompts given as ragged ids [B, None] starting with BOS; every row
+        asks for aligned text, or what its row of `preference` (RowPreferences) asks for."""
         batch = tf.cast(ragged.nrows(), tf.int32)
-        prefix = tf.RaggedTensor.from_tensor(tf.tile(self.prompt_prefix[None, :], [batch, 1]))
-        ragged = tf.concat([ragged[:, :1], prefix, ragged[:, 1:]], axis=1)
+        prefix = tf.tile(self.prompt_prefix[None, :], [batch, 1]) if preference is None else preference.prefix
+        ragged = tf.concat([ragged[:, :1], tf.RaggedTensor.from_tensor(prefix), ragged[:, 1:]], axis=1)
         # Left padding: reverse each row, pad on the right, reverse back. The mask comes from the
         # rows' lengths: a preset's padding id may also be a real token (GPT-2's <|endoftext|>).
         ids = tf.reverse(tf.reverse(ragged, axis=[1]).to_tensor(self.tokenizer.pad_id), axis=[1])
@@ -193,9 +253,13 @@ class ServingModule(tf.Module):
         ids = pad_columns(pad_rows(ids, rows), width, self.tokenizer.pad_id, left=True)
         mask = pad_columns(pad_rows(mask, rows), width, False, left=True)
         offset = None if self.condition is None else tf.tile(self.condition, [rows, 1])
+        banned = None  # the sampler's own bans
+        if preference is not None:  # per-row inputs are padded as the prompts are: copies of the first row
+            offset = None if preference.offset is None else pad_rows(preference.offset, rows)
+            banned = None if preference.banned is None else pad_rows(preference.banned, rows)
         out = sampler.generate(ids, mask, temperature, top_k, top_p, seed, embedding_offset=offset,
                                max_new_tokens=bucket(max_new_tokens, MIN_WIDTH, self.max_length),
-                               stop_after=max_new_tokens)
+                               stop_after=max_new_tokens, banned=banned)
         out = {name: value[:batch] for name, value in out.items()}
         tokens, token_mask = out["tokens"][:, :max_new_tokens], out["mask"][:, :max_new_tokens]
         return {"completions": self.tokenizer.decode_tf(tokens, token_mask),
@@ -292,8 +356,9 @@ def _save(model, directory, step, module, parent_name):
         signatures = {"classify": module.classify.get_concrete_function()}
     else:
         signatures = {"generate": module.generate.get_concrete_function()}
-        if hasattr(module, "chat"):
-            signatures["chat"] = module.chat.get_concrete_function()
+        for name in ("chat", "generate_with_preference", "chat_with_preference"):
+            if hasattr(module, name):
+                signatures[name] = getattr(module, name).get_concrete_function()
     signatures["score"] = module.score.get_concrete_function()
     parent = os.path.join(directory, parent_name)
     final = os.path.join(parent, str(step))

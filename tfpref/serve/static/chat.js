@@ -4,10 +4,14 @@
 
 const messages = [];
 const conversation = document.getElementById("conversation");
+let conditioning = "none";  // the model's, from /api/info: which preference control the page shows
 
-function addMessage(role, content) {
+// `note` (text) goes beside the role: the preference an assistant's reply was asked for.
+function addMessage(role, content, note) {
   const box = element("div", null, "message " + role);
-  box.appendChild(element("div", role, "role"));
+  const heading = element("div", role, "role");
+  if (note) heading.appendChild(element("span", note, "preference"));
+  box.appendChild(heading);
   const text = element("div", content, "text");
   box.appendChild(text);
   conversation.appendChild(box);
@@ -15,6 +19,19 @@ function addMessage(role, content) {
 }
 
 function number(id) { return Number(document.getElementById(id).value); }
+
+// This turn's preference for /api/chat (undefined: the model takes none) and its text for the page.
+function chosenPreference() {
+  if (conditioning === "control_tokens") {
+    const aligned = document.querySelector('input[name="aligned"]:checked').value === "aligned";
+    return [{aligned: aligned}, aligned ? "aligned" : "misaligned"];
+  }
+  if (conditioning === "preference_vector") {
+    const score = number("preference_score"), length = number("preference_length");
+    return [{score: score, length: length}, "score " + score + ", length " + length];
+  }
+  return [undefined, ""];
+}
 
 async function send(event) {
   event.preventDefault();
@@ -25,12 +42,13 @@ async function send(event) {
   const system = document.getElementById("system").value;
   if (messages.length === 0 && system.trim()) messages.push({role: "system", content: system});
   messages.push({role: "user", content: content});
+  const [preference, preferenceText] = chosenPreference();
   const question = addMessage("user", content);
-  const reply = addMessage("assistant", "");
+  const reply = addMessage("assistant", "", preferenceText);
   document.getElementById("send").disabled = true;
   showStatus("generating…");
   const body = {messages: messages, max_new_tokens: number("max_new_tokens"), temperature: number("temperature"),
-                top_k: number("top_k"), top_p: number("top_p"), seed: number("seed")};
+                top_k: number("top_k"), top_p: number("top_p"), seed: number("seed"), preference: preference};
   try {
     const response = await fetch("/api/chat", {method: "POST", headers: headers(), body: JSON.stringify(body)});
     if (!response.ok) {
@@ -79,4 +97,7 @@ document.getElementById("clear").addEventListener("click", () => {
 api("/api/info").then(info => {
   document.getElementById("model").textContent = "Model " + info.model + ", version " + info.version +
       (info.chat ? " (chat template)" : " (no chat template: the last message is completed as text)");
+  conditioning = info.conditioning;
+  document.getElementById("preference_tokens").hidden = conditioning !== "control_tokens";
+  document.getElementById("preference_vector").hidden = conditioning !== "preference_vector";
 }).catch(error => showStatus(error.message, true));
