@@ -16,11 +16,12 @@ import httpx
 import numpy as np
 import pytest
 
+from tfpref.cli import train_main
 from tfpref.data.preferences import load_preferences
 from tfpref.serve.settings import ServeSettings
 from tfpref.training.export import export_model
 
-from helpers import REPO
+from helpers import REPO, TINY_FLAGS, run_cli_in_process
 from serving import RunningServer, tiny_language_model
 
 CLIENTS, SECONDS = 32, 8.0
@@ -92,6 +93,10 @@ def test_32_labellers_at_once_lose_and_duplicate_nothing(export_base, tmp_path):
     assert not errors, errors[:3]
     assert len(ids) == len(set(ids)) and sorted(ids) == sorted(acknowledged) and len(ids) > CLIENTS
     assert len(load_preferences(str(output)).items) == len(ids)
+    # The loop closes: what the labellers wrote trains a reward model as it is.
+    trained = run_cli_in_process(train_main, [*TINY_FLAGS, "--objective", "reward_model", "--data", str(output),
+                                              "--train_steps", "2", "--model_dir", str(tmp_path / "rm")])
+    assert trained.returncode == 0, trained.stderr
 
 
 def start_server(export_base, batch, output):
