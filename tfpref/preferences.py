@@ -144,8 +144,9 @@ def export_for_labelling(input_path, output_path, seed=0, overwrite=False):
     return len(rows)
 
 
-def _labelled_rows(path):
-    """(line, row dict) of a labelled CSV or JSONL file."""
+def labelled_rows(path):
+    """(line, row dict) of a CSV or JSONL file of `export_for_labelling`'s columns, labelled or not
+    (the labelling page of `tfpref serve` reads the same files)."""
     if path.endswith(".csv"):
         try:
             with open(path, encoding="utf-8", newline="") as f:
@@ -168,7 +169,7 @@ def _labelled_rows(path):
 def import_labelled(input_path, output_path, overwrite=False):
     """Labelled rows of `input_path` as pairwise records in `output_path`; returns (written, skipped)."""
     records, skipped = [], 0
-    for line, row in _labelled_rows(input_path):
+    for line, row in labelled_rows(input_path):
         for column in LABEL_COLUMNS[1:4]:
             if not isinstance(row.get(column), str):
                 raise UserError(f"{location(input_path, line, column)} is missing or not a string")

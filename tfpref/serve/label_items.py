@@ -16,7 +16,6 @@ completions/ranking; completion/rating), plus "item_id": ready for `train.py --o
 An item's id is a hash of its prompt and completions (of its prompt and position, for prompts
 alone): the same on every restart, so a restarted server skips what is already labelled.
 """
-import csv
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 from tfpref.data.corpus import jsonl_records
 from tfpref.data.preferences import load_preferences
 from tfpref.errors import UserError, location
+from tfpref.preferences import labelled_rows
 
 TASKS = ("pair", "rank", "rate")
 EXPORT_COLUMNS = ("prompt", "completion_a", "completion_b")
@@ -67,27 +67,6 @@ def _completion(completion):
     return completion
 
 
-def _export_rows(path):
-    """(line, row) of a `tfpref preferences export` CSV or JSONL file."""
-    if path.endswith(".csv"):
-        try:
-            with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f)
-                missing = [c for c in EXPORT_COLUMNS if c not in (reader.fieldnames or [])]
-                if missing:
-                    raise UserError(f"{location(path, 1, missing[0])}: column is missing from the header")
-                start = reader.line_num + 1
-                for row in reader:
-                    yield start, row
-                    start = reader.line_num + 1
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not valid UTF-8") from None
-        except OSError as e:
-            raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
-    else:
-        yield from jsonl_records(path)
-
-
 def _first_record(path):
     if path.endswith(".csv"):
         return "csv"
@@ -103,7 +82,7 @@ def read_items(path, task="pair", k=4):
     first = _first_record(path) if not path.endswith(".txt") else None
     if first == "csv" or (isinstance(first, dict) and "completion_a" in first):
         items = []
-        for line, row in _export_rows(path):
+        for line, row in labelled_rows(path):
             for column in EXPORT_COLUMNS:
                 if not isinstance(row.get(column), str):
                     raise UserError(f"{location(path, line, column)} is missing or not a string")
