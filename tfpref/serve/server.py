@@ -71,4 +71,9 @@ def serve(settings):
     # uvicorn logs each request at INFO: the access log needs that level, else warnings are enough.
     config = uvicorn.Config(app, log_level="info" if settings.access_log else "warning", access_log=settings.access_log,
                             lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if server.started and server.should_exit:
+        # Ctrl-C or SIGTERM, after a graceful shutdown. uvicorn re-raises the signal itself, but that
+        # races with asyncio's own SIGINT handling (the process may exit 0 or 130): say it here.
+        raise KeyboardInterrupt
