@@ -11,6 +11,7 @@ import uvicorn
 from tfpref.config import ModelConfig, RunConfig
 from tfpref.models import CausalLM, build_model, build_task_model
 from tfpref.serve.app import build_app
+from tfpref.training.export import export_model
 
 GREEDY = {"max_new_tokens": 8, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
 
@@ -47,6 +48,15 @@ def tiny_reward_model(directory):
     score = model.reward_head.score.projection
     score.kernel.assign(tf.random.normal(score.kernel.shape, seed=2))  # zero at initialisation: all rewards equal
     return model
+
+
+def two_language_model_exports(root):
+    """Exports (without XLA: quick to write and to call) of two different tiny language models, as
+    {"a": path, "b": path, "root": root}: a chat model and the two arms of an A/B test."""
+    other = CausalLM(build_model(ModelConfig(model="transformer", d_model=32, num_layers=2, num_heads=2, ff_dim=64),
+                                 seed=6))
+    return {"a": export_model(tiny_language_model(), str(root / "a"), 1, jit_compile=False),
+            "b": export_model(other, str(root / "b"), 1, jit_compile=False), "root": root}
 
 
 class RunningServer:

@@ -20,15 +20,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tfpref.config import ModelConfig
 from tfpref.data.preferences import load_preferences
-from tfpref.models import CausalLM, build_model
 from tfpref.preferences import export_for_labelling, write_jsonl
 from tfpref.serve.chat_routes import CHUNK_TOKENS
 from tfpref.serve.settings import ServeSettings
-from tfpref.training.export import export_model
 
-from serving import RunningServer, call_signature, tiny_language_model
+from serving import RunningServer, call_signature, two_language_model_exports
 
 pytestmark = pytest.mark.slow
 
@@ -56,10 +53,7 @@ WAIT_SECONDS = 30
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    other = CausalLM(build_model(ModelConfig(model="transformer", d_model=32, num_layers=2, num_heads=2, ff_dim=64),
-                                 seed=6))
-    return {"a": export_model(tiny_language_model(), str(root / "a"), 1, jit_compile=False),
-            "b": export_model(other, str(root / "b"), 1, jit_compile=False), "root": root}
+    return two_language_model_exports(root)
 
 
 @pytest.fixture(scope="module")
