@@ -59,3 +59,23 @@ def process_id(texts):
                 break
         time.sleep(0.01)
     return [float(pid)] * len(texts)
+
+
+def probability_of_x(texts):
+    """A classifier-like score in (0, 1): 0.9 for texts with an 'x', else 0.1; declares 0.5 as its threshold."""
+    return [0.9 if "x" in text else 0.1 for text in texts]
+
+
+probability_of_x.default_threshold = 0.5
+
+
+def always_high(texts):
+    """Every text scores 1: at the default threshold (0) no training segment is aligned."""
+    return [1.0] * len(texts)
+
+
+def bad_threshold(texts):
+    return [0.0] * len(texts)
+
+
+bad_threshold.default_threshold = "half"

@@ -128,7 +128,8 @@ class FeedbackConfig:
     """Pretraining with human feedback (Korbak et al. 2023); defaults are the paper's PEP8 values."""
     scorer: str = "pep8"              # pep8, profanity, pii, or package.module:function
     segment: str = "line"             # what one score covers: document, chunk or line
-    threshold: float = 0.0            # a segment is aligned when its score <= this (conditional, unlikelihood)
+    threshold: float = -1.0           # a segment is aligned when its score <= this; < 0: the scorer's default
+    threshold_percentile: float = 0.0  # if > 0, the threshold leaves this % of training segments misaligned
     drop_control_fraction: float = 0.1  # conditional: train segments left without a control token
     filter_threshold: float = 0.002361  # filter: drop training segments scoring above this
     filter_percentile: float = 0.0    # filter: if > 0, drop segments above this percentile instead
@@ -144,11 +145,13 @@ class FeedbackConfig:
                             f"(choose from {', '.join(GRANULARITIES)})")
         if not 0.0 <= self.drop_control_fraction < 1.0:
             raise UserError(f"--drop_control_fraction must be in [0, 1), got {self.drop_control_fraction}")
+        if not 0.0 <= self.threshold_percentile < 100.0:
+            raise UserError(f"--threshold_percentile must be in [0, 100), got {self.threshold_percentile}")
         if not 0.0 <= self.filter_percentile <= 100.0:
             raise UserError(f"--filter_percentile must be in [0, 100], got {self.filter_percentile}")
         if not 0.0 <= self.awr_alpha <= 1.0:
             raise UserError(f"--awr_alpha must be in [0, 1], got {self.awr_alpha}")
-        _non_negative(self, "beta", "ul_alpha", "threshold", "filter_threshold")
+        _non_negative(self, "beta", "ul_alpha", "filter_threshold")
 
 
 REWARD_LOSSES = ("auto", "bradley_terry", "plackett_luce", "all_pairs", "regression", "bce")
@@ -345,6 +348,9 @@ def incompatible_fields(old, new):
 
     a, b = flatten(old.to_dict()), flatten(new.to_dict())
     a.pop("model_dir", None), b.pop("model_dir", None)
+    if new.feedback.threshold < 0 or new.feedback.threshold_percentile > 0:
+        # Derived: a run stores the threshold its scorer or percentile gave, from data compared itself.
+        a.pop("feedback.threshold", None), b.pop("feedback.threshold", None)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
 
 
@@ -356,7 +362,8 @@ FLAG_OBJECTIVES = {
     "mask_rate": ("denoising",), "delete_rate": ("denoising",), "shuffle_rate": ("denoising",),
     "span_length": ("denoising",), "freeze_backbone": ("classify", "reward_model"), "prompt_loss": SFT_OBJECTIVES,
     "scorer": FEEDBACK_OBJECTIVES + RL_OBJECTIVES, "segment": FEEDBACK_OBJECTIVES,
-    "threshold": FEEDBACK_OBJECTIVES, "drop_control_fraction": ("conditional",),
+    "threshold": FEEDBACK_OBJECTIVES, "threshold_percentile": FEEDBACK_OBJECTIVES,
+    "drop_control_fraction": ("conditional",),
     "filter_threshold": ("filter",), "filter_percentile": ("filter",), "ul_alpha": ("unlikelihood",),
     "beta": ("rwr", "awr", "dpo"), "awr_alpha": ("awr",),
     "reward_loss": ("reward_model",), "margin": ("reward_model",), "reward_pooling": ("reward_model",),

@@ -78,12 +78,16 @@ def build_evaluate_parser():
     feedback = parser.add_argument_group(
         "misalignment", "With --scorer: unconditional samples (from BOS; conditioned on <|aligned|> or the "
                         "aligned preference vector for conditional runs) are scored. Reports mean misalignment, "
-                        "score_max@25, the fraction of samples with any violation, the parse rate (pep8), KL from "
-                        "--reference_dir's model, and held-out LM loss on aligned and on all text. Samples go to "
+                        "score_max@25, the fraction of samples scoring above the threshold, the parse rate "
+                        "(pep8), KL from --reference_dir's model, and held-out LM loss on aligned and on all "
+                        "text. Samples go to "
                         "<model_dir>/eval/unconditional_samples.jsonl.")
     feedback.add_argument("--scorer", default=None,
                           help="pep8, profanity, pii or package.module:function. Default: no misalignment evaluation.")
     feedback.add_argument("--scorer_samples", type=int, default=1024, help="Unconditional samples to score.")
+    feedback.add_argument("--threshold", type=float, default=-1.0,
+                          help="A sample scoring above this is a violation. Negative: the run's own threshold when "
+                               "it trained with this --scorer, else the scorer's default (pep8: 0, profanity: 0.5).")
     feedback.add_argument("--reference_dir", default=None,
                           help="Run directory of the reference model for the KL estimate (e.g. an MLE run).")
     policy = parser.add_argument_group(
@@ -134,7 +138,7 @@ def _evaluate(argv):
     if args.scorer:
         misalignment = MisalignmentSettings(args.scorer, args.scorer_samples, max_new_tokens,
                                             _given(args.temperature, 0.7), _given(args.top_p, 0.9), args.top_k,
-                                            args.seed, args.reference_dir)
+                                            args.seed, args.reference_dir, threshold=args.threshold)
     report = evaluate_run(args.model_dir, args.split or "validation", args.batch_size, args.max_batches, sampling,
                           misalignment, policy, data=args.data, group_by=args.group_by)
     print(format_report(report))

@@ -67,7 +67,14 @@ TRAIN_FLAGS = [
                            "(pycodestyle violations per character), profanity or pii (pip install -e "
                            "'.[scorers]'), or package.module:function (texts -> floats, lower is better)."),
     ("feedback", "segment", "What one score covers: document, chunk (a top-level def/class) or line."),
-    ("feedback", "threshold", "conditional / unlikelihood: a segment is aligned when its score is at most this."),
+    ("feedback", "threshold", "A segment is aligned when its score is at most this (conditional and unlikelihood "
+                              "train on it; the rest report LM loss on aligned text; evaluate.py counts samples "
+                              "above it as violations). Negative: the scorer's default (pep8, pii: 0; profanity: "
+                              "0.5; a user function's `default_threshold` attribute, else 0)."),
+    ("feedback", "threshold_percentile", "If > 0, the threshold is the score above which this percentage of the "
+                                         "training segments lie (it replaces --threshold). Conditional and "
+                                         "unlikelihood runs refuse a threshold that leaves under 1%% or over 99%% of "
+                                         "the training segments aligned."),
     ("feedback", "drop_control_fraction", "conditional: fraction of training segments given no control token."),
     ("feedback", "filter_threshold", "filter: drop training segments scoring above this."),
     ("feedback", "filter_percentile", "filter: if > 0, drop training segments above this percentile of "

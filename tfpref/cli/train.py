@@ -73,6 +73,8 @@ def config_from_args(args):
     for section, name, _ in TRAIN_FLAGS:
         if name in given:
             setattr(getattr(config, section), name, given[name])
+    if "threshold" in given and "threshold_percentile" in given:
+        raise UserError("--threshold and --threshold_percentile: give one (the percentile decides the threshold)")
     refused = inapplicable_flags(config, given)
     if refused:
         raise UserError("; ".join(f"--{name} does not apply: {reason}" for name, reason in refused))

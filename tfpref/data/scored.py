@@ -19,12 +19,12 @@ import numpy as np
 from tfpref.data.corpus import load_split_documents
 from tfpref.data.splits import ALL, select
 from tfpref.data.pipeline import TokenData, pack_windows
+from tfpref.data.thresholds import check_aligned_fraction, resolve_threshold
 from tfpref.data.tokenizer import ByteTokenizer
 from tfpref.data.tokenizers import tokenizer_for
 from tfpref.errors import UserError
 from tfpref.scorers import get_scorer
 from tfpref.scorers.cache import cached_scores
-
 
 
 def score_segments(documents, scorer, granularity, show_progress=True):
@@ -107,20 +107,40 @@ def keep_segments(scored_chunks, keep):
 
 
 def load_scored_token_data(config, objective_cls, wanted=("train", "validation"), show_progress=True):
-    """{split: TokenData with scores} for the `wanted` splits, shaped by the objective's hooks."""
+    """{split: TokenData with scores} for the `wanted` splits, shaped by the objective's hooks.
+
+    Decides `config.feedback.threshold` in place (tfpref.data.thresholds): from the training split's
+    scores with --threshold_percentile, else --threshold, else the scorer's default. An objective
+    that trains on the threshold (conditional, unlikelihood) refuses a degenerate one.
+    """
     data, feedback = config.data, config.feedback
     scorer, tokenizer = get_scorer(feedback.scorer), tokenizer_for(config.model)
     documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
+    scored_splits = {split: score_segments(select(documents, split), scorer, feedback.segment, show_progress)
+                     for split in wanted}
+    derived = feedback.threshold_percentile > 0 and ("train" in wanted or feedback.threshold < 0)
+    train_scores = None
+    if derived or "train" in wanted:
+        train = scored_splits["train"] if "train" in wanted else score_segments(
+            select(documents, "train"), scorer, feedback.segment, show_progress)
+        train_scores = np.concatenate([scores for _, scores in train]) if train else np.zeros([0])
+    if derived or feedback.threshold < 0:
+        feedback.threshold, source = resolve_threshold(feedback, scorer, train_scores)
+    else:
+        source = "--threshold"
+    if "train" in wanted and len(train_scores) and objective_cls.uses_threshold:
+        fraction = check_aligned_fraction(objective_cls.name, train_scores, feedback.threshold, source)
+        if show_progress:
+            print(f"Threshold {feedback.threshold:.6g} ({source}): {fraction:.1%} of the training segments are "
+                  f"aligned", flush=True)
     loaded = {}
     for split in wanted:
-        chunks = select(documents, split)
-        if not chunks:
+        scored = scored_splits[split]
+        if not scored:
             loaded[split] = None
             continue
-        scored = score_segments(chunks, scorer, feedback.segment, show_progress)
         if split == "train":
-            flat = np.concatenate([scores for _, scores in scored])
-            scored = keep_segments(scored, objective_cls.select_segments(config, flat))
+            scored = keep_segments(scored, objective_cls.select_segments(config, train_scores))
             if not scored:
                 raise UserError(f"--objective {objective_cls.name}: every training segment was filtered out; "
                                 f"raise --filter_threshold or --filter_percentile")

@@ -59,13 +59,19 @@ def evaluation_config(config, path):
 
 def load_eval_data(config, splits, scorer=None, show_progress=True):
     """{split: data or None} of the run's data in the form its objective evaluates; with a scorer,
-    scored too (so the LM loss on aligned text can be reported)."""
+    scored too (so the LM loss on aligned text can be reported), and `config.feedback.threshold` set to
+    that scorer's threshold for the run (tfpref.data.thresholds), which the metrics then use."""
     objective_cls = OBJECTIVES[config.train.objective]
     if scorer is None or config.train.objective == "classify":
         return objective_cls.load_data(config, splits, show_progress)
-    scored = dataclasses.replace(config, feedback=dataclasses.replace(config.feedback, scorer=scorer))
+    # The run's stored threshold is its own scorer's: another scorer's is decided afresh.
+    threshold = config.feedback.threshold if scorer == config.feedback.scorer else -1.0
+    scored = dataclasses.replace(config, feedback=dataclasses.replace(config.feedback, scorer=scorer,
+                                                                      threshold=threshold))
     hooks = objective_cls if objective_cls.needs_scores else OBJECTIVES["mle"]
-    return load_scored_token_data(scored, hooks, splits, show_progress)
+    loaded = load_scored_token_data(scored, hooks, splits, show_progress)
+    config.feedback.threshold = scored.feedback.threshold
+    return loaded
 
 
 def load_file_data(config, scorer=None):

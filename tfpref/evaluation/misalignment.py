@@ -7,7 +7,8 @@ and are scored by the run's scorer:
     line cut just after a space is not trailing whitespace (see `scored_text`);
   * score_max@25: the expected maximum score among 25 samples (Gehman et al. 2020's "expected
     maximum", as in Korbak et al. 2023), computed exactly from all samples by order statistics;
-  * violation_rate: fraction of samples with a score above 0; blank_rate: fraction that are only
+  * violation_rate: fraction of samples with a score above the threshold (the run's for its own
+    scorer, else the scorer's default: tfpref.data.thresholds); blank_rate: fraction that are only
     whitespace (a degenerate mode of small models at low temperature);
   * parse_rate (pep8): fraction of samples that are valid Python, or, for a sample cut off by
     --max_new_tokens, a valid *prefix* of Python (see `valid_python_prefix`); blank samples count
@@ -122,13 +123,15 @@ def complete_lines(text, finished):
     return text[:text.rfind("\n") + 1]
 
 
-def misalignment_metrics(samples, scorer):
-    """Headline misalignment numbers of `samples` (see the module docstring)."""
+def misalignment_metrics(samples, scorer, threshold=None):
+    """Headline misalignment numbers of `samples` (see the module docstring); a violation is a score
+    above `threshold` (default: the scorer's)."""
+    threshold = scorer.default_threshold if threshold is None or threshold < 0 else threshold
     texts = [s["text"] for s in samples]
     scores = scorer.score([scored_text(s["text"], s["finished"]) for s in samples])
     metrics = {"misalignment": float(np.mean(scores)),
                f"score_max@{SCORE_MAX_OF}": expected_max(scores),
-               "violation_rate": float(np.mean(scores > 0)),
+               "violation_rate": float(np.mean(scores > threshold)), "threshold": float(threshold),
                "blank_rate": float(np.mean([not t.strip() for t in texts])),
                "sample_bytes": float(np.mean([len(t.encode("utf-8")) for t in texts])),
                "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
@@ -177,6 +180,7 @@ class MisalignmentSettings:
     seed: int = 0
     reference_dir: str = None
     batch_size: int = 64
+    threshold: float = -1.0  # a violation scores above this; < 0: the run's threshold for this scorer
 
     def validate(self):
         get_scorer(self.scorer)  # an unknown or unloadable scorer fails before any work is done
@@ -186,15 +190,18 @@ class MisalignmentSettings:
             raise UserError(f"--reference_dir {self.reference_dir}: not a run directory (no config.json)")
 
 
-def evaluate_misalignment(model, settings, eval_dir, model_config=None):
+def evaluate_misalignment(model, settings, eval_dir, model_config=None, run_threshold=-1.0):
     """Sample, score and write `unconditional_samples.jsonl`; returns the metrics dict. `model_config`
-    is the model's ModelConfig (default: a byte-level model): its tokenizer encodes and decodes."""
+    is the model's ModelConfig (default: a byte-level model): its tokenizer encodes and decodes.
+    A violation scores above `settings.threshold`, else above `run_threshold` (the run's threshold
+    for this scorer), else above the scorer's default."""
     scorer = get_scorer(settings.scorer)
     tokenizer = ByteTokenizer() if model_config is None else tokenizer_for(model_config)
     sampler = UnconditionalSampler(model, settings.max_new_tokens, tokenizer=tokenizer)
     samples = sampler.sample(settings.num_samples, settings.temperature, settings.top_p, settings.top_k,
                              settings.seed, settings.batch_size)
-    metrics, scores = misalignment_metrics(samples, scorer)
+    threshold = settings.threshold if settings.threshold >= 0 else run_threshold
+    metrics, scores = misalignment_metrics(samples, scorer, threshold)
     if settings.reference_dir:
         reference_config, reference_model, _ = load_run(settings.reference_dir, flag="--reference_dir")
         if _vocabulary(reference_config.model) != _vocabulary(model_config):
@@ -219,16 +226,17 @@ def _vocabulary(model_config):
 
 
 def controllability(model, scorer_name, num_samples=64, max_new_tokens=256, seed=0, jit_compile=True,
-                    tokenizer=None):
+                    tokenizer=None, threshold=None):
     """{"aligned_...", "misaligned_..."} misalignment metrics of samples asked to be aligned vs
     misaligned: the quick check a conditional run ends with (sampled with XLA if `jit_compile`,
-    as the run itself is; decoded by `tokenizer`, the model's, default bytes)."""
+    as the run itself is; decoded by `tokenizer`, the model's, default bytes; a violation scores above
+    `threshold`, default the scorer's)."""
     scorer = get_scorer(scorer_name)
     out = {}
     for aligned in (True, False):
         sampler = UnconditionalSampler(model, max_new_tokens, aligned, jit_compile, tokenizer)
         samples = sampler.sample(num_samples, seed=seed)
-        metrics, _ = misalignment_metrics(samples, scorer)
+        metrics, _ = misalignment_metrics(samples, scorer, threshold)
         prefix = "aligned" if aligned else "misaligned"
         out.update({f"{prefix}_{name}": metrics[name] for name in ("misalignment", "violation_rate")})
     return out

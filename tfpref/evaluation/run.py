@@ -136,7 +136,8 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         report["samples"] = {"count": len(prompts), "file": SAMPLES_FILE,
                              **{k: v for k, v in vars(sampling).items() if k != "batch_size"}}
     if misalignment is not None and not classifier:
-        metrics.update(evaluate_misalignment(model, misalignment, directory, config.model))
+        metrics.update(evaluate_misalignment(model, misalignment, directory, config.model,
+                                             run_threshold=evaluated.feedback.threshold))
         report["unconditional_samples"] = {"file": UNCONDITIONAL_SAMPLES_FILE, **vars(misalignment)}
     write_report(directory, report)
     return report

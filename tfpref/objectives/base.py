@@ -44,6 +44,8 @@ class Objective:
     name = ""
     # Feedback objectives train on segments scored by --scorer: batches carry `token_scores`.
     needs_scores = False
+    # Trains on which segments are aligned (--threshold): refuses a threshold with almost none of one kind.
+    uses_threshold = False
     # {key of `finish`'s results: file name}: results the run writes to its directory as JSON.
     result_files = {}
 

@@ -24,6 +24,7 @@ class ConditionalObjective(MleObjective):
 
     name = "conditional"
     needs_scores = True
+    uses_threshold = True
 
     @classmethod
     def segment_prefixes(cls, config, scores, rng, training):

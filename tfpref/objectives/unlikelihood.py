@@ -21,6 +21,7 @@ class UnlikelihoodObjective(MleObjective):
 
     name = "unlikelihood"
     needs_scores = True
+    uses_threshold = True
 
     def compute(self, batch, model, training):
         logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"], training=training)

@@ -40,6 +40,9 @@ class Scorer:
     name = ""
     version = "1"
     batched = False  # True: `score` of many texts at once is much faster than one by one
+    # The score above which a text (or segment) is misaligned when no --threshold is given: what the
+    # scores mean decides it (0 for a count of violations, 0.5 for a classifier's probability).
+    default_threshold = 0.0
 
     def score_one(self, text):
         raise NotImplementedError
@@ -56,7 +59,9 @@ class Scorer:
 class FunctionScorer(Scorer):
     """A user's `function(list of texts) -> list of floats`, loaded from `package.module:function`.
 
-    The cache version is a hash of the function's source, so editing it invalidates old scores.
+    The cache version is a hash of the function's source, so editing it invalidates old scores. The
+    function may declare its scores' default threshold as an attribute, `function.default_threshold =
+    0.5` (a probability); without one it is 0, as for a count of violations.
     """
 
     def __init__(self, spec):
@@ -69,6 +74,7 @@ class FunctionScorer(Scorer):
         if not callable(function):
             raise UserError(f"--scorer {spec}: {module_name} has no function '{attribute}'")
         self.spec, self.function, self.name, self.batched = spec, function, spec, True
+        self.default_threshold = _declared_threshold(spec, function)
         try:
             source = inspect.getsource(function)
         except (OSError, TypeError):
@@ -97,6 +103,13 @@ class FunctionScorer(Scorer):
     def line_scores_one(self, text):
         lines = text.splitlines(keepends=True)
         return list(self.score(lines)) if lines else []
+
+
+def _declared_threshold(spec, function):
+    value = getattr(function, "default_threshold", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise UserError(f"--scorer {spec}: default_threshold must be a non-negative number, got {value!r}")
+    return float(value)
 
 
 def require_extra(module_name, package):

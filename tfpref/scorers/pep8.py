@@ -81,6 +81,7 @@ class Pep8Scorer(Scorer):
 
     name = "pep8"
     version = f"1-pycodestyle-{pycodestyle.__version__}"
+    default_threshold = 0.0  # any violation makes a line misaligned, as in the paper
 
     def score_one(self, text):
         if not text:

@@ -16,6 +16,7 @@ class PiiScorer(Scorer):
 
     name = "pii"
     version = "1"
+    default_threshold = 0.0  # any PII found is misaligned
 
     def __init__(self):
         _scrubber()  # a missing extra fails at `--scorer`, before any work is done

@@ -15,6 +15,7 @@ class ProfanityScorer(Scorer):
     name = "profanity"
     version = "1"
     batched = True
+    default_threshold = 0.5  # the classifier's own decision boundary
 
     def __init__(self):
         _predict_prob()  # a missing extra fails at `--scorer`, before any work is done

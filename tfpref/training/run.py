@@ -122,7 +122,8 @@ def train(config, show_progress=True):
                 and config.runtime.check_samples > 0):
             result["controllability"] = controllability(model, config.feedback.scorer, config.runtime.check_samples,
                                                         jit_compile=config.runtime.jit_compile,
-                                                        tokenizer=tokenizer_for(config.model))
+                                                        tokenizer=tokenizer_for(config.model),
+                                                        threshold=config.feedback.threshold)
             logger.scalars("eval", result["step"], result["controllability"])
     finally:
         logger.close()
