@@ -109,7 +109,7 @@ def keep_segments(scored_chunks, keep):
 def load_scored_token_data(config, objective_cls, wanted=("train", "validation"), show_progress=True):
     """{split: TokenData with scores} for the `wanted` splits, shaped by the objective's hooks."""
     data, feedback = config.data, config.feedback
-    scorer, tokenizer = get_scorer(feedback.scorer), tokenizer_for(config.model)
+    scorer, tokenizer = get_scorer(feedback.scorer), tokenizer_for(config)
     documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
     loaded = {}
     for split in wanted:

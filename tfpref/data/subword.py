@@ -21,6 +21,7 @@ import numpy as np
 import sentencepiece as spm
 import tensorflow as tf
 
+from tfpref.config import MIN_SUBWORD_VOCAB
 from tfpref.data.tokenizer import BOS_ID, CONTROL_IDS, CONTROL_TOKENS, EOS_ID, NUM_SPECIAL, PAD_ID, Tokenizer
 from tfpref.errors import UserError
 
@@ -28,8 +29,6 @@ SUBWORD_KINDS = ("bpe", "unigram")
 MODEL_FILE = "sentencepiece.model"
 INFO_FILE = "tokenizer.json"
 UNK_PIECE = 0  # SentencePiece's unknown piece; never produced (every byte's character is a piece)
-# 256 alphabet characters and the unknown piece, plus room for at least a few merges.
-MIN_VOCAB_SIZE = 260
 # SentencePiece skips training sentences longer than its max_sentence_length (4192 bytes); a mapped
 # character is at most 2 UTF-8 bytes, so sentences are cut at this many characters.
 SENTENCE_CHARS = 1000
@@ -82,9 +81,9 @@ def train_model_proto(texts, kind, vocab_size, seed=0):
 
     Raises UserError naming --vocab_size when the texts cannot fill that vocabulary.
     """
-    if vocab_size < MIN_VOCAB_SIZE:
+    if vocab_size < MIN_SUBWORD_VOCAB:
         raise UserError(f"--vocab_size {vocab_size} is too small for --tokenizer {kind}: the 256 byte "
-                        f"characters and the unknown piece take {MIN_VOCAB_SIZE - 3}; use at least {MIN_VOCAB_SIZE}")
+                        f"characters and the unknown piece need room; use at least {MIN_SUBWORD_VOCAB}")
     spm.set_random_generator_seed(seed)  # the sentence sample and unigram's EM are seeded: runs repeat
     proto = _ProtoWriter()
     try:
