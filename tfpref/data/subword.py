@@ -16,6 +16,7 @@ Example:
 """
 import json
 import os
+import re
 
 import numpy as np
 import sentencepiece as spm
@@ -96,9 +97,11 @@ def train_model_proto(texts, kind, vocab_size, seed=0):
             max_sentence_length=4 * SENTENCE_CHARS, hard_vocab_limit=True, num_threads=1,
             minloglevel=2)
     except RuntimeError as e:
-        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise UserError(f"--vocab_size {vocab_size}: cannot train a {kind} vocabulary of that size on the "
-                        f"training data ({detail}); lower --vocab_size") from None
+        most = re.search(r"value <= (\d+)", str(e))
+        why = (f"the training text allows at most {most.group(1)} pieces" if most
+               else (str(e).strip().splitlines() or [type(e).__name__])[-1])
+        raise UserError(f"--vocab_size {vocab_size}: cannot train a {kind} vocabulary of that size ({why}); "
+                        f"lower --vocab_size") from None
     return proto.data
 
 
