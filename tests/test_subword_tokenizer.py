@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -97,6 +98,18 @@ def test_saved_and_loaded_tokenizer_is_the_same(tokenizer, tmp_path):
     loaded = SubwordTokenizer.load(str(tmp_path / "tok"))
     assert (loaded.kind, loaded.model_proto) == (tokenizer.kind, tokenizer.model_proto)
     assert json.loads((tmp_path / "tok" / "tokenizer.json").read_text())["vocab_size"] == 300
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_a_subword_model_has_its_vocabulary_rows_and_bans_and_keeps_them_serialized(kind):
+    config = ModelConfig(model=kind, tokenizer="unigram", vocab_size=300, d_model=32, num_layers=2, num_heads=2,
+                         ff_dim=64)
+    model = build_model(config, seed=0)
+    assert model.vocab_size == NUM_SPECIAL + 300 and model.embedding.embeddings.shape[0] == NUM_SPECIAL + 300
+    assert set(model.generation_banned_ids) == set(SubwordTokenizer.generation_banned_ids)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert restored.get_config() == model.get_config()
+    assert restored.generation_banned_ids == model.generation_banned_ids
 
 
 # ---- the export, served without tfpref --------------------------------------------------------

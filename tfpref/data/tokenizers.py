@@ -198,6 +198,13 @@ def model_vocab_size(model_config):
     return NUM_SPECIAL + model_config.vocab_size
 
 
+def generation_banned_ids(model_config):
+    """Ids one of tfpref's own models never generates, without reading the vocabulary."""
+    if model_config.tokenizer == "byte":
+        return ByteTokenizer.generation_banned_ids
+    return SubwordTokenizer.generation_banned_ids
+
+
 def tokens_are_bytes(model_config):
     """Whether the model reads bytes (its per-token metrics are per byte)."""
     return model_config.model != KERAS_HUB_MODEL and model_config.tokenizer == "byte"
