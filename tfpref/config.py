@@ -13,6 +13,10 @@ from tfpref.errors import UserError
 
 # conv: a bidirectional encoder, for reward models only; keras_hub: a keras-hub preset (--preset)
 MODELS = ("transformer", "lstm", "conv", "keras_hub")
+TOKENIZERS = ("byte", "bpe", "unigram")  # --tokenizer of tfpref's own models; keras_hub brings its own
+# The smallest subword vocabulary: 256 byte characters, the unknown piece and a few merges
+# (tfpref.data.subword.MIN_VOCAB_SIZE, which this leaf module cannot import).
+MIN_SUBWORD_VOCAB = 260
 GRANULARITIES = ("document", "chunk", "line")  # what one feedback score covers (--segment)
 
 # Every --objective, grouped by what it trains on. The objective classes register under these
@@ -29,6 +33,9 @@ OBJECTIVE_NAMES = (TEXT_OBJECTIVES + SFT_OBJECTIVES + ("classify",) + FEEDBACK_O
 # are byte-model objectives so far.
 KERAS_HUB_OBJECTIVES = ("mle", "sft", "reward_model", "dpo", "conditional", "filter", "unlikelihood", "rwr",
                         "awr") + RL_OBJECTIVES
+# Objectives that read a text corpus, on whose training split a --tokenizer bpe / unigram vocabulary
+# is trained; the others take the vocabulary of their --init_from run.
+SUBWORD_TRAINING_OBJECTIVES = TEXT_OBJECTIVES + FEEDBACK_OBJECTIVES
 # Objectives whose generation can be asked for aligned or misaligned text.
 CONTROLLABLE_OBJECTIVES = ("conditional", "preference_vector")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -68,6 +75,8 @@ class ModelConfig:
     tie_embeddings: bool = True
     preset: str = ""              # keras_hub: the keras-hub preset (a directory saved with save_to_preset)
     lora_rank: int = 0            # keras_hub: > 0 trains rank-R LoRA adapters; the preset's weights stay fixed
+    tokenizer: str = "byte"       # byte, or a bpe / unigram vocabulary trained on the training split
+    vocab_size: int = 4096        # bpe / unigram: pieces (the embedding has these plus 16 reserved ids)
 
     def validate(self):
         if self.model not in MODELS:
@@ -76,6 +85,10 @@ class ModelConfig:
             raise UserError("--model keras_hub needs --preset (a keras-hub preset directory, as written by "
                             "save_to_preset, or a preset name)")
         _non_negative(self, "lora_rank")
+        _choice(self, "tokenizer", TOKENIZERS)
+        if self.tokenizer != "byte" and self.vocab_size < MIN_SUBWORD_VOCAB:
+            raise UserError(f"--vocab_size {self.vocab_size} is too small for --tokenizer {self.tokenizer}: the 256 "
+                            f"byte characters and the unknown piece need room; use at least {MIN_SUBWORD_VOCAB}")
         _positive(self, "d_model", "num_layers", "num_heads", "ff_dim")
         if self.d_model % self.num_heads:
             raise UserError(f"--d_model {self.d_model} is not divisible by --num_heads {self.num_heads}")
@@ -254,6 +267,8 @@ class RunConfig:
                             f"{self.train.objective} needs a language model (transformer or lstm)")
         if self.model.model == "keras_hub":
             self._check_keras_hub()
+        if self.model.tokenizer != "byte":
+            self._check_subword()
         if self.model.model == "transformer" and self.data.seq_len > MAX_TRANSFORMER_SEQ_LEN:
             raise UserError(f"--seq_len {self.data.seq_len} is above the transformer's maximum of "
                             f"{MAX_TRANSFORMER_SEQ_LEN} positions")
@@ -272,6 +287,19 @@ class RunConfig:
             # all start at one row (the mean): <|aligned|> and <|misaligned|> would stay the same input.
             raise UserError("--model keras_hub: --objective conditional trains the control tokens' embeddings, "
                             "which --lora_rank freezes; fine-tune in full (leave --lora_rank out)")
+
+    def _check_subword(self):
+        """What a subword vocabulary needs: text to train it on, and no feature that reads bytes."""
+        tokenizer = self.model.tokenizer
+        if self.model.model == "keras_hub":
+            raise UserError(f"--tokenizer {tokenizer}: --model keras_hub reads its preset's own tokenizer")
+        if self.train.objective not in SUBWORD_TRAINING_OBJECTIVES and not self.train.init_from:
+            raise UserError(f"--tokenizer {tokenizer}: the vocabulary is trained on text corpora (--objective "
+                            f"{', '.join(SUBWORD_TRAINING_OBJECTIVES)}); --objective {self.train.objective} "
+                            f"takes it from --init_from, a run trained with it")
+        if self.align.code_structure:
+            raise UserError(f"--tokenizer {tokenizer}: --code_structure reads bytes (indents, brackets), not "
+                            f"subword pieces; use --tokenizer byte")
 
     def _check_objective(self):
         """What an objective needs from the rest of the config."""
@@ -383,10 +411,12 @@ FLAG_OBJECTIVES = {
 _OWN_MODELS = ("transformer", "lstm", "conv")
 FLAG_MODELS = {"num_heads": ("transformer",), "ff_dim": ("transformer",), "tie_embeddings": ("transformer", "lstm"),
                "d_model": _OWN_MODELS, "num_layers": _OWN_MODELS, "dropout": _OWN_MODELS,
-               "preset": ("keras_hub",), "lora_rank": ("keras_hub",)}
+               "preset": ("keras_hub",), "lora_rank": ("keras_hub",), "tokenizer": _OWN_MODELS,
+               "vocab_size": _OWN_MODELS}
 # With --init_from the architecture is the source run's: these flags cannot change it. (--lora_rank can
 # put new adapters on a preset fine-tuned in full: tfpref.runs.adopt_init_from checks it.)
-ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings", "preset")
+ARCHITECTURE_FLAGS = ("model", "d_model", "num_layers", "num_heads", "ff_dim", "tie_embeddings", "preset",
+                      "tokenizer", "vocab_size")
 
 
 def inapplicable_flags(config, given):
@@ -401,6 +431,8 @@ def inapplicable_flags(config, given):
                                   f"not {objective}"))
         elif model not in FLAG_MODELS.get(name, (model,)) and not (name == "lora_rank" and config.train.init_from):
             refused.append((name, f"it applies to --model {', '.join(FLAG_MODELS[name])} only, not {model}"))
+        elif name == "vocab_size" and config.model.tokenizer == "byte":
+            refused.append((name, "it applies to --tokenizer bpe or unigram only, not byte"))
     return refused
 
 

@@ -73,7 +73,7 @@ def make_preferences(policy_dir, num_records, scorer="pep8", annotator_temperatu
         raise UserError(f"--data {data}: no prompts in the {split} split")
     reward = ScorerReward(scorer)
     sampler = Sampler(model, max_new_tokens)  # stops at the policy's end token, never emits its banned ids
-    tokenizer = tokenizer_for(config.model)  # a keras-hub preset's, or bytes
+    tokenizer = tokenizer_for(config)  # a keras-hub preset's, or bytes
     rng = np.random.default_rng(seed)
     k = completions_per_prompt
     records, attempt = [], 0

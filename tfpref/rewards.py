@@ -36,7 +36,7 @@ class RewardModelReward:
     def __init__(self, model_dir, batch_size=64):
         check_reward_model_dir(model_dir)
         self.config, self.model, _ = load_run(model_dir, flag="--reward_model")
-        self.tokenizer = tokenizer_for(self.config.model)  # a keras-hub preset's, or bytes
+        self.tokenizer = tokenizer_for(self.config)  # a keras-hub preset's, or bytes
         self.batch_size = batch_size
         self.description = f"reward model {model_dir}"
         self._rewards = tf.function(lambda batch: self.model.group_rewards(

@@ -81,7 +81,8 @@ def load_config(model_dir, flag="--model_dir"):
 
 
 def adopt_init_from(config):
-    """--init_from: the run uses the source run's model architecture. Dropout is not part of it (no
+    """--init_from: the run uses the source run's model architecture, its tokenizer and vocabulary
+    included (copied into the run directory with the config, `save_run_tokenizer`). Dropout is not part of it (no
     weight depends on it): the run's own --dropout applies, and so does --lora_rank on a run without
     adapters. Changes `config` in place."""
     if not config.train.init_from:

@@ -13,7 +13,7 @@ TRAIN_FLAGS = [
                      "or glob of text files, or a .jsonl file."),
     ("data", "text_field", "JSONL field that holds the text."),
     ("data", "label_field", "JSONL field that holds the class label (--objective=classify)."),
-    ("data", "seq_len", "Tokens (bytes) per training example."),
+    ("data", "seq_len", "Tokens per training example (bytes with --tokenizer byte)."),
     ("data", "max_chunk_chars", "Longest chunk (segment) when cutting documents at top-level def/class."),
     ("data", "validation_data", "A separate file of the same kind as --data to validate (and evaluate) on, "
                                 "instead of a held-out part of --data (all of which then trains)."),
@@ -27,6 +27,11 @@ TRAIN_FLAGS = [
                         "save_to_preset (or a preset name keras-hub can download)."),
     ("model", "lora_rank", "keras_hub: if > 0, freeze the preset's weights and train rank-R LoRA adapters on "
                            "the attention's query and value projections."),
+    ("model", "tokenizer", "byte (UTF-8 bytes, 256 ids), or a lossless subword vocabulary, bpe or unigram "
+                           "(SentencePiece over the text's bytes), trained on the training split and saved in "
+                           "<model_dir>/tokenizer/; --init_from runs take their source's."),
+    ("model", "vocab_size", "bpe / unigram: pieces in the vocabulary (at least 260); the model's embedding "
+                            "has these plus the 16 reserved ids (padding, BOS, EOS, control tokens)."),
     ("model", "d_model", "Width of embeddings and hidden states."),
     ("model", "num_layers", "Transformer blocks, stacked LSTM layers, or convolution layers."),
     ("model", "num_heads", "Attention heads."),

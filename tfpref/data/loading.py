@@ -29,7 +29,7 @@ def load_text_data(config, objective_cls, wanted=("train", "validation"), show_p
         loaded = load_scored_token_data(config, objective_cls, wanted, show_progress)
     else:
         parts = load_splits(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
-        tokenizer = tokenizer_for(config.model)
+        tokenizer = tokenizer_for(config)
         loaded = {split: build_token_data(select(parts, split), data.seq_len, tokenizer=tokenizer)
                   if select(parts, split) else None
                   for split in wanted}
@@ -119,7 +119,7 @@ def preference_split_arrays(config, data, wanted, pairs_only=False):
     loaded = {}
     align = config.align
     pairing = dict(pairs_per_item=align.pairs_per_item, min_gap=align.min_rating_gap)
-    tokenizer = tokenizer_for(config.model)
+    tokenizer = tokenizer_for(config)
     for split in wanted:
         part = data.split(split)
         if not part.items or (pairs_only and not part.comparisons(**pairing)):

@@ -114,7 +114,7 @@ def load_scored_token_data(config, objective_cls, wanted=("train", "validation")
     that trains on the threshold (conditional, unlikelihood) refuses a degenerate one.
     """
     data, feedback = config.data, config.feedback
-    scorer, tokenizer = get_scorer(feedback.scorer), tokenizer_for(config.model)
+    scorer, tokenizer = get_scorer(feedback.scorer), tokenizer_for(config)
     documents = load_split_documents(data.data, data.text_field, data.max_chunk_chars, data.validation_data)
     scored_splits = {split: score_segments(select(documents, split), scorer, feedback.segment, show_progress)
                      for split in wanted}

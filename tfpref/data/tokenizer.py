@@ -69,6 +69,11 @@ class Tokenizer:
         inside a TF graph."""
         raise NotImplementedError
 
+    def byte_lengths(self):
+        """int32 [vocab_size]: bytes of text each id stands for (0 for special and control ids), what
+        makes bits per byte exact; None when ids are not whole bytes (a keras-hub preset's)."""
+        return None
+
     def graph_resources(self):
         """Objects a SavedModel using `encode_tf` / `decode_tf` must hold (lookup tables' owners)."""
         return []
@@ -89,6 +94,9 @@ class ByteTokenizer(Tokenizer):
     control_tokens = CONTROL_TOKENS
     control_ids = CONTROL_IDS
     generation_banned_ids = (PAD_ID, BOS_ID) + CONTROL_IDS
+
+    def byte_lengths(self):
+        return np.array([0] * NUM_SPECIAL + [1] * 256, np.int32)
 
     def encode(self, text, add_bos=False, add_eos=False):
         ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32) + NUM_SPECIAL

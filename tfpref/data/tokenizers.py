@@ -1,21 +1,34 @@
-"""The tokenizer a run's model reads: tfpref's byte tokenizer, or a keras-hub preset's own.
+"""The tokenizer a run's model reads: tfpref's byte tokenizer, a subword vocabulary of the run's own,
+or a keras-hub preset's.
 
 A `--model keras_hub` run tokenizes its data with the preset's tokenizer (GPT-2's byte-level BPE,
-SentencePiece, ...); every other model reads bytes (`tfpref.data.tokenizer.ByteTokenizer`).
+SentencePiece, ...); tfpref's own models read bytes (`tfpref.data.tokenizer.ByteTokenizer`) or, with
+`--tokenizer bpe|unigram`, the pieces of a `tfpref.data.subword.SubwordTokenizer` trained on the
+run's training split and kept in `<model_dir>/tokenizer/`.
 
 Example:
-    >>> tokenizer = tokenizer_for(config.model)
+    >>> tokenizer = tokenizer_for(config)
     >>> tokenizer.decode(tokenizer.encode("def f():", add_bos=True))
     'def f():'
 """
+import functools
+import os
+import shutil
+
 import keras_hub
 import numpy as np
 import tensorflow as tf
 from keras_hub.src.utils.preset_utils import load_json
 
-from tfpref.data.tokenizer import CONTROL_TOKENS, ByteTokenizer, Tokenizer
+from tfpref.data.corpus import load_splits
+from tfpref.data.splits import select
+from tfpref.data.subword import SubwordTokenizer
+from tfpref.data.tokenizer import CONTROL_TOKENS, NUM_SPECIAL, VOCAB_SIZE, ByteTokenizer, Tokenizer
+from tfpref.errors import UserError
 
 KERAS_HUB_MODEL = "keras_hub"
+TOKENIZER_DIR = "tokenizer"  # <model_dir>/tokenizer/: a subword run's vocabulary
+RUN_CONFIG_FILE = "config.json"  # tfpref.runs.CONFIG_FILE (runs sits above this layer)
 # The tokens a preset's vocabulary gets, in this order after its last id: tfpref's control tokens.
 ADDED_TOKENS = tuple(CONTROL_TOKENS)
 
@@ -117,16 +130,84 @@ class KerasHubTokenizer(Tokenizer):
         return text.decode("utf-8", errors="replace")
 
 
-def tokenizer_for(model_config):
-    """The tokenizer of the model a ModelConfig describes."""
+def tokenizer_for(config):
+    """The tokenizer of the model a RunConfig describes.
+
+    A subword run's vocabulary is read from its directory (resume, evaluate.py, load_run), else from
+    its --init_from run, else trained on the training split of its --data (memoised: a run's data
+    loading and its objective ask several times); `save_run_tokenizer` writes it to the directory.
+    """
+    model_config = config.model
     if model_config.model == KERAS_HUB_MODEL:
         return KerasHubTokenizer(model_config.preset)
-    return ByteTokenizer()
+    if model_config.tokenizer == "byte":
+        return ByteTokenizer()
+    source = tokenizer_dir(config.model_dir)
+    if os.path.isdir(source):
+        tokenizer = SubwordTokenizer.load(source)
+    elif os.path.exists(os.path.join(config.model_dir, RUN_CONFIG_FILE)):
+        raise UserError(f"--model_dir {config.model_dir}: a --tokenizer {model_config.tokenizer} run without its "
+                        f"vocabulary ({source} is missing)")
+    elif config.train.init_from:
+        source = tokenizer_dir(config.train.init_from)
+        tokenizer = SubwordTokenizer.load(source)
+    else:
+        data = config.data
+        source = f"--data {data.data}"
+        tokenizer = _trained_tokenizer(data.data, data.text_field, data.max_chunk_chars, data.validation_data,
+                                       model_config.tokenizer, model_config.vocab_size, config.train.seed)
+    if (tokenizer.kind, tokenizer.pieces) != (model_config.tokenizer, model_config.vocab_size):
+        raise UserError(f"{source}: a {tokenizer.kind} vocabulary of {tokenizer.pieces} pieces, but the run's "
+                        f"config says --tokenizer {model_config.tokenizer} --vocab_size {model_config.vocab_size}")
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def _trained_tokenizer(data, text_field, max_chunk_chars, validation_data, kind, vocab_size, seed):
+    """A subword vocabulary trained on the training split's chunks (the same text the model trains on)."""
+    texts = select(load_splits(data, text_field, max_chunk_chars, validation_data), "train")
+    if not texts:
+        raise UserError(f"--data {data}: no training text to train the --tokenizer {kind} vocabulary on")
+    print(f"Training a {kind} vocabulary of {vocab_size} pieces on {len(texts)} training chunks", flush=True)
+    return SubwordTokenizer.train(texts, kind, vocab_size, seed)
+
+
+def tokenizer_dir(model_dir):
+    return os.path.join(model_dir, TOKENIZER_DIR)
+
+
+def save_run_tokenizer(config):
+    """Write a subword run's vocabulary to `<model_dir>/tokenizer/` unless it is there (a resumed run
+    keeps its own); written whole or not at all, as a half-written vocabulary would be read back."""
+    if config.model.model == KERAS_HUB_MODEL or config.model.tokenizer == "byte":
+        return
+    target = tokenizer_dir(config.model_dir)
+    if os.path.isdir(target):
+        return
+    partial = target + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    tokenizer_for(config).save(partial)
+    os.replace(partial, target)
+
+
+def model_vocab_size(model_config):
+    """Rows of the token embedding of one of tfpref's own models (byte or subword), without reading
+    the vocabulary: the reserved ids plus 256 bytes, or plus --vocab_size pieces."""
+    if model_config.tokenizer == "byte":
+        return VOCAB_SIZE
+    return NUM_SPECIAL + model_config.vocab_size
+
+
+def generation_banned_ids(model_config):
+    """Ids one of tfpref's own models never generates, without reading the vocabulary."""
+    if model_config.tokenizer == "byte":
+        return ByteTokenizer.generation_banned_ids
+    return SubwordTokenizer.generation_banned_ids
 
 
 def tokens_are_bytes(model_config):
     """Whether the model reads bytes (its per-token metrics are per byte)."""
-    return model_config.model != KERAS_HUB_MODEL
+    return model_config.model != KERAS_HUB_MODEL and model_config.tokenizer == "byte"
 
 
 def control_tokens_for(model_config):

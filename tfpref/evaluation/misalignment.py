@@ -190,13 +190,13 @@ class MisalignmentSettings:
             raise UserError(f"--reference_dir {self.reference_dir}: not a run directory (no config.json)")
 
 
-def evaluate_misalignment(model, settings, eval_dir, model_config=None, run_threshold=-1.0):
-    """Sample, score and write `unconditional_samples.jsonl`; returns the metrics dict. `model_config`
-    is the model's ModelConfig (default: a byte-level model): its tokenizer encodes and decodes.
+def evaluate_misalignment(model, settings, eval_dir, config=None, run_threshold=-1.0):
+    """Sample, score and write `unconditional_samples.jsonl`; returns the metrics dict. `config` is
+    the model's RunConfig (default: a byte-level model): its tokenizer encodes and decodes.
     A violation scores above `settings.threshold`, else above `run_threshold` (the run's threshold
     for this scorer), else above the scorer's default."""
     scorer = get_scorer(settings.scorer)
-    tokenizer = ByteTokenizer() if model_config is None else tokenizer_for(model_config)
+    tokenizer = ByteTokenizer() if config is None else tokenizer_for(config)
     sampler = UnconditionalSampler(model, settings.max_new_tokens, tokenizer=tokenizer)
     samples = sampler.sample(settings.num_samples, settings.temperature, settings.top_p, settings.top_k,
                              settings.seed, settings.batch_size)
@@ -204,7 +204,7 @@ def evaluate_misalignment(model, settings, eval_dir, model_config=None, run_thre
     metrics, scores = misalignment_metrics(samples, scorer, threshold)
     if settings.reference_dir:
         reference_config, reference_model, _ = load_run(settings.reference_dir, flag="--reference_dir")
-        if _vocabulary(reference_config.model) != _vocabulary(model_config):
+        if _vocabulary(reference_config) != _vocabulary(config):
             raise UserError(f"--reference_dir {settings.reference_dir}: its model reads another vocabulary than the "
                             f"evaluated one, so it cannot score the samples' tokens")
         prefix = (tokenizer.bos_id, *reference_model.prompt_prefix(True))
@@ -218,11 +218,13 @@ def evaluate_misalignment(model, settings, eval_dir, model_config=None, run_thre
     return {f"{scorer.name}_{k}" if k != "kl_to_reference" else k: v for k, v in metrics.items()}
 
 
-def _vocabulary(model_config):
-    """What identifies a model's vocabulary: bytes, or a keras-hub preset."""
-    if model_config is None or model_config.model != "keras_hub":
+def _vocabulary(config):
+    """What identifies a run's vocabulary: bytes, a keras-hub preset, or its subword model itself."""
+    if config is None or (config.model.model != "keras_hub" and config.model.tokenizer == "byte"):
         return "bytes"
-    return model_config.preset
+    if config.model.model == "keras_hub":
+        return config.model.preset
+    return tokenizer_for(config).model_proto
 
 
 def controllability(model, scorer_name, num_samples=64, max_new_tokens=256, seed=0, jit_compile=True,

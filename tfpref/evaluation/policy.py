@@ -112,7 +112,7 @@ def evaluate_policy(config, model, settings, eval_dir, split="validation"):
                     whiten_rewards=False, missing_eos_penalty=0.0)
     # The reference is the policy with its LoRA adapters off when they are new on --init_from's weights.
     reference = policy_reference(config, model)
-    tokenizer = tokenizer_for(config.model)  # prompts, completions and lengths are in the model's tokens
+    tokenizer = tokenizer_for(config)  # prompts, completions and lengths are in the model's tokens
     first = next(iter(rewards.values()))
     jit_compile = config.runtime.jit_compile
     # Every batch as wide as the longest prompt: one traced and compiled sampler and forward pass.

@@ -127,7 +127,7 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         metrics.update(evaluate_policy(evaluated, model, policy or PolicyEvalSettings(), directory, split))
         report["policy_samples"] = POLICY_SAMPLES_FILE
     if sampling is not None and not classifier:
-        tokenizer = tokenizer_for(config.model)  # prompts, references and samples in the model's tokens
+        tokenizer = tokenizer_for(config)  # prompts, references and samples in the model's tokens
         if prompts is None:
             prompts = [item for part in parts.values()
                        for item in split_prompts(part, sampling.num_samples, sampling.max_new_tokens, tokenizer)]
@@ -136,7 +136,7 @@ def evaluate_run(model_dir, split="validation", batch_size=32, max_batches=None,
         report["samples"] = {"count": len(prompts), "file": SAMPLES_FILE,
                              **{k: v for k, v in vars(sampling).items() if k != "batch_size"}}
     if misalignment is not None and not classifier:
-        metrics.update(evaluate_misalignment(model, misalignment, directory, config.model,
+        metrics.update(evaluate_misalignment(model, misalignment, directory, config,
                                              run_threshold=evaluated.feedback.threshold))
         report["unconditional_samples"] = {"file": UNCONDITIONAL_SAMPLES_FILE, **vars(misalignment)}
     write_report(directory, report)

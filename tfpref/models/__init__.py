@@ -4,8 +4,7 @@
 on it what the run's objective trains (see `tfpref.models.tasks`).
 """
 from tfpref.config import MAX_TRANSFORMER_SEQ_LEN
-from tfpref.data.tokenizer import VOCAB_SIZE
-from tfpref.data.tokenizers import KerasHubTokenizer
+from tfpref.data.tokenizers import KerasHubTokenizer, generation_banned_ids, model_vocab_size
 from tfpref.models.conv import ConvEncoder
 from tfpref.models.heads import ClassifierHead, RewardHead, ScalarHead
 from tfpref.models.keras_hub import KerasHubBackbone, preset_limits
@@ -29,11 +28,13 @@ def build_model(model_config, seed=None):
         return KerasHubBackbone(model_config.preset, lora_rank=model_config.lora_rank, eos_id=tokenizer.eos_id,
                                 generation_banned_ids=tokenizer.generation_banned_ids,
                                 added_tokens=tuple(tokenizer.control_tokens), name="keras_hub")
+    # The conv encoder scores text and never generates: only language models take banned ids.
+    generation = {} if model_config.model == "conv" else {"generation_banned_ids": generation_banned_ids(model_config)}
     model = MODEL_CLASSES[model_config.model](
-        vocab_size=VOCAB_SIZE, d_model=model_config.d_model, num_layers=model_config.num_layers,
+        vocab_size=model_vocab_size(model_config), d_model=model_config.d_model, num_layers=model_config.num_layers,
         num_heads=model_config.num_heads, ff_dim=model_config.ff_dim, dropout=model_config.dropout,
         tie_embeddings=model_config.tie_embeddings, max_seq_len=MAX_TRANSFORMER_SEQ_LEN, seed=seed,
-        name=model_config.model)
+        name=model_config.model, **generation)
     model.build()
     return model
 

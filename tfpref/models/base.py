@@ -19,8 +19,8 @@ class LanguageBackbone(keras.Model):
     conditions the model.
 
     `eos_id` and `generation_banned_ids` are what generation stops at and never emits, and
-    `control_tokens` the ids of the control tokens by name, in the model's vocabulary (here the
-    byte tokenizer's).
+    `control_tokens` the ids of the control tokens by name, in the model's vocabulary (the byte
+    tokenizer's, whose reserved ids a subword vocabulary keeps; it bans its unknown piece as well).
     """
 
     eos_id = EOS_ID
@@ -28,8 +28,10 @@ class LanguageBackbone(keras.Model):
     control_tokens = ByteTokenizer.control_tokens
 
     def __init__(self, vocab_size, d_model, num_layers, num_heads, ff_dim=None, dropout=0.0,
-                 tie_embeddings=True, max_seq_len=None, seed=None, **kwargs):
+                 tie_embeddings=True, max_seq_len=None, seed=None, generation_banned_ids=None, **kwargs):
         super().__init__(**kwargs)
+        if generation_banned_ids is not None:  # a subword vocabulary's: its unknown piece too
+            self.generation_banned_ids = tuple(int(i) for i in generation_banned_ids)
         self.vocab_size, self.d_model, self.num_layers = vocab_size, d_model, num_layers
         self.num_heads, self.ff_dim, self.dropout = num_heads, ff_dim, dropout
         self.tie_embeddings, self.max_seq_len, self.seed = tie_embeddings, max_seq_len, seed
@@ -71,4 +73,5 @@ class LanguageBackbone(keras.Model):
         return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,
                 "num_layers": self.num_layers, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
                 "dropout": self.dropout, "tie_embeddings": self.tie_embeddings,
-                "max_seq_len": self.max_seq_len, "seed": self.seed}
+                "max_seq_len": self.max_seq_len, "seed": self.seed,
+                "generation_banned_ids": list(self.generation_banned_ids)}

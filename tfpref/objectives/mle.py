@@ -1,10 +1,11 @@
 """Maximum likelihood: next-token cross-entropy, and the language-model metrics every
 text objective reports."""
+import functools
 import math
 
 import tensorflow as tf
 
-from tfpref.data.tokenizers import control_ids_for, tokens_are_bytes
+from tfpref.data.tokenizers import KERAS_HUB_MODEL, control_ids_for, tokenizer_for, tokens_are_bytes
 from tfpref.models.logprobs import sequence_logprobs
 from tfpref.objectives.base import Objective, ObjectiveOutput
 
@@ -24,17 +25,25 @@ def aligned_targets(batch, threshold, control_ids):
     return tf.logical_and(text_targets(batch, control_ids), batch["token_scores"][:, 1:] <= threshold)
 
 
-def lm_metrics(logprobs, batch, threshold, control_ids):
+def lm_metrics(logprobs, batch, threshold, control_ids, byte_lengths=None):
     """{"nll": ...} over text targets and, on scored data, {"nll_aligned": ...} over aligned ones.
 
     Control tokens are inputs, not text: leaving them out keeps the loss comparable between
-    conditional training and the rest.
+    conditional training and the rest. With `byte_lengths` (int [vocab]: bytes of text each id
+    stands for) also {"nll_per_byte": (nll sum, bytes of the targets)}, whatever the tokenizer's
+    pieces, and {"bytes_per_token": ...} of the data.
     """
     def sums(mask):
         mask = tf.cast(mask, tf.float32)
         return -tf.reduce_sum(logprobs * mask), tf.reduce_sum(mask)
 
-    metrics = {"nll": sums(text_targets(batch, control_ids))}
+    text = text_targets(batch, control_ids)
+    metrics = {"nll": sums(text)}
+    if byte_lengths is not None:
+        lengths = tf.gather(tf.constant(byte_lengths, tf.float32), batch["token_ids"][:, 1:])
+        text_bytes = tf.reduce_sum(lengths * tf.cast(text, tf.float32))
+        metrics["nll_per_byte"] = (metrics["nll"][0], text_bytes)
+        metrics["bytes_per_token"] = (text_bytes, metrics["nll"][1])
     if threshold is not None and "token_scores" in batch:
         aligned = aligned_targets(batch, threshold, control_ids)
         metrics["nll_aligned"] = sums(aligned)
@@ -60,12 +69,21 @@ class MleObjective(Objective):
     def compute(self, batch, model, training):
         logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"], training=training)
         return ObjectiveOutput(losses=per_example(-logprobs, batch),
-                               metrics=lm_metrics(logprobs, batch, self.aligned_threshold, self.control_ids))
+                               metrics=lm_metrics(logprobs, batch, self.aligned_threshold, self.control_ids,
+                                                  self.byte_lengths))
 
     @property
     def control_ids(self):
         """The control ids of the run's vocabulary: inputs, never text targets."""
         return control_ids_for(self.config.model)
+
+    @functools.cached_property
+    def byte_lengths(self):
+        """Bytes of text each id of the run's vocabulary stands for, or None for a keras-hub preset
+        (its metrics stay per token)."""
+        if self.config.model.model == KERAS_HUB_MODEL:
+            return None
+        return tokenizer_for(self.config).byte_lengths()
 
     @property
     def aligned_threshold(self):
@@ -75,6 +93,9 @@ class MleObjective(Objective):
     def summarize(self, means):
         if "nll" in means:
             means["perplexity"] = math.exp(min(means["nll"], 50.0))
-            unit = "byte" if tokens_are_bytes(self.config.model) else "token"  # a preset's tokens are not bytes
-            means[f"bits_per_{unit}"] = means["nll"] / math.log(2.0)
+            if "nll_per_byte" in means:  # exact, whatever the tokenizer's pieces
+                means["bits_per_byte"] = means["nll_per_byte"] / math.log(2.0)
+            else:
+                unit = "byte" if tokens_are_bytes(self.config.model) else "token"  # a preset's tokens are not bytes
+                means[f"bits_per_{unit}"] = means["nll"] / math.log(2.0)
         return means

@@ -121,7 +121,7 @@ class PolicyGradientObjective(Objective):
             raise UserError(f"--data {data.data}: no prompts in the training split")
         loaded = {split: None for split in wanted}
         if "train" in wanted:
-            loaded["train"] = prompt_arrays(prompts, config.align.max_new_tokens, tokenizer_for(config.model),
+            loaded["train"] = prompt_arrays(prompts, config.align.max_new_tokens, tokenizer_for(config),
                                             max_positions(config.model))
         return loaded
 
@@ -133,7 +133,7 @@ class PolicyGradientObjective(Objective):
         reward = reward_function(config.align.reward_model, config.feedback.scorer)
         reference = policy_reference(config, model)
         self.maker = RolloutMaker(model, reference, reward, config.align, config.runtime.jit_compile,
-                                  tokenizer_for(config.model))
+                                  tokenizer_for(config))
         kind = ("the policy with its LoRA adapters off" if isinstance(reference, AdaptersOff)
                 else "a copy of the --init_from policy")
         return {"reward_source": f"maximising {reward.description}", "reference": f"the KL reference is {kind}"}

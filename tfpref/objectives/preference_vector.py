@@ -27,4 +27,5 @@ class PreferenceVectorObjective(MleObjective):
         logprobs = sequence_logprobs(model, batch["token_ids"], batch["padding_mask"], training=training,
                                      embedding_offset=offsets)
         return ObjectiveOutput(losses=per_example(-logprobs, batch),
-                               metrics=lm_metrics(logprobs, batch, self.config.feedback.threshold, self.control_ids))
+                               metrics=lm_metrics(logprobs, batch, self.config.feedback.threshold, self.control_ids,
+                                                  self.byte_lengths))

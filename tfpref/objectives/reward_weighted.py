@@ -45,7 +45,8 @@ class RwrObjective(MleObjective):
         rewards, mask = _rewards_and_mask(batch)
         token_losses = rwr_token_losses(logprobs, rewards, self.config.feedback.beta or DEFAULT_BETA) * mask
         return ObjectiveOutput(losses=per_example(token_losses, batch),
-                               metrics=lm_metrics(logprobs, batch, self.config.feedback.threshold, self.control_ids))
+                               metrics=lm_metrics(logprobs, batch, self.config.feedback.threshold, self.control_ids,
+                                                  self.byte_lengths))
 
 
 class AwrObjective(MleObjective):
@@ -65,7 +66,7 @@ class AwrObjective(MleObjective):
         feedback = self.config.feedback
         token_losses, weights = awr_token_losses(logprobs, values, rewards, feedback.awr_alpha,
                                                   feedback.beta or DEFAULT_BETA)
-        metrics = lm_metrics(logprobs, batch, feedback.threshold, self.control_ids)
+        metrics = lm_metrics(logprobs, batch, feedback.threshold, self.control_ids, self.byte_lengths)
         count = tf.reduce_sum(mask)
         metrics.update(awr_weight=(tf.reduce_sum(weights * mask), count),
                        value_mse=(tf.reduce_sum(tf.square(values - rewards) * mask), count))

@@ -27,7 +27,7 @@ class SftObjective(MleObjective):
     def load_data(cls, config, wanted=("train", "validation"), show_progress=True):
         """{split: SftData or None} of --data's `wanted` splits (by prompt, as preference records)."""
         data = config.data
-        tokenizer = tokenizer_for(config.model)
+        tokenizer = tokenizer_for(config)
         loaded = {split: load_sft_data(data.data, data.seq_len, split, data.split_by, data.validation_data, tokenizer)
                   for split in wanted}
         if "train" in wanted and loaded["train"] is None:

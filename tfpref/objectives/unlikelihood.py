@@ -29,4 +29,5 @@ class UnlikelihoodObjective(MleObjective):
         token_losses = unlikelihood_token_losses(logprobs, aligned, self.config.feedback.ul_alpha)
         token_losses *= tf.cast(batch["padding_mask"][:, 1:], tf.float32)
         return ObjectiveOutput(losses=per_example(token_losses, batch),
-                               metrics=lm_metrics(logprobs, batch, self.config.feedback.threshold, self.control_ids))
+                               metrics=lm_metrics(logprobs, batch, self.config.feedback.threshold, self.control_ids,
+                                                  self.byte_lengths))

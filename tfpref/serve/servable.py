@@ -24,8 +24,8 @@ _ASSERTION = re.compile(r"assertion failed: \[(.*?)\] \[")
 
 
 def _import_tensorflow_text():
-    """Register TensorFlow Text's ops, which a keras-hub preset's tokenizer runs inside its export
-    (an export of a byte-level run needs none: then TensorFlow Text need not be installed)."""
+    """Register TensorFlow Text's ops, which a keras-hub preset's tokenizer or a --tokenizer bpe|unigram
+    vocabulary runs inside its export (an export of a byte-level run needs none)."""
     if importlib.util.find_spec("tensorflow_text") is not None:
         import tensorflow_text  # noqa: F401
 

@@ -376,7 +376,7 @@ def export_run(model_dir, quantize=None, jit_compile=True):
     """Export a run directory's latest checkpoint (int8 with `quantize="int8"`); returns the export path."""
     config, model, checkpoint = load_run(model_dir)
     return export_model(model, model_dir, checkpoint_step(checkpoint), config.data.seq_len,
-                        tokenizer_for(config.model), quantize=quantize, jit_compile=jit_compile)
+                        tokenizer_for(config), quantize=quantize, jit_compile=jit_compile)
 
 
 __all__ = ["export_model", "export_run", "export_dir", "ServingModule", "EXPORT_DIR"]

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpref.config import CONTROLLABLE_OBJECTIVES
-from tfpref.data.tokenizers import tokenizer_for
+from tfpref.data.tokenizers import save_run_tokenizer, tokenizer_for
 from tfpref.errors import UserError
 from tfpref.evaluation.misalignment import controllability
 from tfpref.models import build_task_model
@@ -76,6 +76,9 @@ def build_trainer(config, show_progress=True):
 
     logger = RunLogger(config.model_dir, config.train.train_steps, chief, show_progress)
     if chief:  # only now, with data and models in hand, is anything written to the run directory
+        # A subword run's vocabulary (trained, or its --init_from run's) before config.json, which marks
+        # a run directory: a directory with a config holds its vocabulary.
+        save_run_tokenizer(config)
         write_config(config)
         if not restored:
             logger.text("train", 0, "config", f"```\n{config.to_json()}\n```")
@@ -117,12 +120,12 @@ def train(config, show_progress=True):
                 _write_result_files(config.model_dir, trainer.objective.result_files, final)
         if finished and chief and config.runtime.export:
             result["export"] = export_model(model, config.model_dir, result["step"], config.data.seq_len,
-                                            tokenizer_for(config.model))
+                                            tokenizer_for(config))
         if (finished and chief and config.train.objective in CONTROLLABLE_OBJECTIVES
                 and config.runtime.check_samples > 0):
             result["controllability"] = controllability(model, config.feedback.scorer, config.runtime.check_samples,
                                                         jit_compile=config.runtime.jit_compile,
-                                                        tokenizer=tokenizer_for(config.model),
+                                                        tokenizer=tokenizer_for(config),
                                                         threshold=config.feedback.threshold)
             logger.scalars("eval", result["step"], result["controllability"])
     finally:
