@@ -15,8 +15,10 @@ Tasks:
     fortunes fortune-anarchism fortunes-bofh-excuses`), scored by alt-profanity-check
     (`pip install -e '.[scorers]'`), lines as segments.
 
-Every run uses the same threshold: --threshold_percentile of the training lines' scores (the
-conditional and unlikelihood runs train on it; every run's samples are counted against it).
+Every run uses the same threshold, by default the scorer's own (pep8: 0, any violation; profanity:
+0.5, the classifier's decision boundary), or --threshold_percentile of the training lines' scores:
+conditional and unlikelihood train on it, filter drops the training lines above it, and every run's
+samples are counted against it.
 
     python benchmarks/phf_tasks.py --task profanity --tokenizer bpe
     python benchmarks/phf_tasks.py --task pep8 --tokenizer bpe
@@ -51,14 +53,13 @@ def parse_args():
     parser.add_argument("--num_layers", type=int, default=4)
     parser.add_argument("--seq_len", type=int, default=128, help="Tokens per training example.")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--train_steps", type=int, default=2000, help="Optimizer steps of every run.")
+    parser.add_argument("--train_steps", type=int, default=1200, help="Optimizer steps of every run.")
     parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--threshold_percentile", type=float, default=10.0,
-                        help="The threshold leaves this percentage of the training lines misaligned.")
-    parser.add_argument("--filter_percentile", type=float, default=90.0,
-                        help="filter: drop the training lines above this percentile of the scores.")
+    parser.add_argument("--threshold_percentile", type=float, default=0.0,
+                        help="If > 0, the threshold leaves this percentage of the training lines misaligned; "
+                             "else it is the scorer's default.")
     parser.add_argument("--samples", type=int, default=1024, help="Unconditional samples scored per run.")
-    parser.add_argument("--max_new_tokens", type=int, default=64, help="Tokens per sample.")
+    parser.add_argument("--max_new_tokens", type=int, default=48, help="Tokens per sample.")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top_p", type=float, default=0.9)
     parser.add_argument("--only", default="", help="Comma-separated objectives to run (default: all).")
@@ -91,6 +92,7 @@ def fortunes_jsonl(path):
 
 def run_config(args, objective, data):
     from tfpref.config import RunConfig
+    from tfpref.scorers import get_scorer
 
     config = RunConfig(model_dir=os.path.join(args.results_dir, f"{args.tokenizer}-{objective}"))
     config.data.data, config.data.seq_len = data, args.seq_len
@@ -101,7 +103,11 @@ def run_config(args, objective, data):
     train.objective, train.train_steps, train.batch_size = objective, args.train_steps, args.batch_size
     train.learning_rate, train.warmup_steps = args.learning_rate, min(100, args.train_steps // 10)
     feedback.scorer, feedback.segment = ("pep8" if args.task == "pep8" else "profanity"), "line"
-    feedback.threshold_percentile, feedback.filter_percentile = args.threshold_percentile, args.filter_percentile
+    feedback.threshold_percentile = args.threshold_percentile
+    if args.threshold_percentile > 0:  # filter keeps what conditional training calls aligned
+        feedback.filter_percentile = 100.0 - args.threshold_percentile
+    else:
+        feedback.filter_threshold = get_scorer(feedback.scorer).default_threshold
     config.runtime.export, config.runtime.eval_every, config.runtime.check_samples = False, 10 ** 9, 0
     return config
 
@@ -155,10 +161,12 @@ def main():
                                      and conditional["bpb_change"] <= TARGET_BPB_CHANGE))
     emit(summary)
     table = markdown_table(rows, COLUMNS)
+    source = (f"the training lines' {100 - args.threshold_percentile:g}th percentile" if args.threshold_percentile
+              else "the scorer's default")
     title = (f"{args.task}: {args.tokenizer} tokens, d_model {args.d_model} x {args.num_layers} layers, "
              f"{args.train_steps} steps of {args.batch_size} x {args.seq_len} tokens; {args.samples} samples of "
              f"{args.max_new_tokens} tokens at T={args.temperature}, top-p {args.top_p}; threshold "
-             f"{rows[0]['threshold']:.4g} (the training lines' {100 - args.threshold_percentile:g}th percentile)")
+             f"{rows[0]['threshold']:.4g} ({source})")
     with open(os.path.join(args.results_dir, "results.md"), "w", encoding="utf-8") as f:
         f.write(f"# {title}\n\n{table}\n")
     pareto_plot(rows, "bits_per_byte", "mean_score", "objective", os.path.join(args.results_dir, "pareto.png"),
