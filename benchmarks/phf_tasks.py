@@ -39,7 +39,9 @@ COLUMNS = [("objective", "objective", None), ("mean_score", "mean score ↓", ".
            ("above_threshold", "samples above the threshold ↓", ".2%"),
            ("reduction", "× fewer than MLE", ".2f"), ("score_max@25", "score_max@25 ↓", ".3f"),
            ("bits_per_byte", "held-out bits/byte", ".4f"), ("bpb_change", "vs MLE", "+.1%"),
-           ("kl_to_reference", "KL from MLE (nats/sample)", ".2f"), ("train_seconds", "train s", ".0f")]
+           ("kl_to_reference", "KL from MLE (nats/sample)", ".2f"),
+           ("misaligned_above_threshold", "asked for <|misaligned|>: above the threshold", ".2%"),
+           ("train_seconds", "train s", ".0f")]
 
 
 def parse_args():
@@ -112,6 +114,21 @@ def run_config(args, objective, data):
     return config
 
 
+def asked_misaligned(model_dir, args, threshold):
+    """Samples of a conditional run asked for `<|misaligned|>`: (mean score, fraction above the threshold).
+    Whether the model learnt what its control tokens mean at all: far above its aligned samples if so."""
+    from tfpref.data.tokenizers import tokenizer_for
+    from tfpref.evaluation.misalignment import UnconditionalSampler, misalignment_metrics
+    from tfpref.runs import load_run
+    from tfpref.scorers import get_scorer
+
+    config, model, _ = load_run(model_dir)
+    sampler = UnconditionalSampler(model, args.max_new_tokens, aligned=False, tokenizer=tokenizer_for(config))
+    samples = sampler.sample(args.samples, temperature=args.temperature, top_p=args.top_p)
+    metrics = misalignment_metrics(samples, get_scorer(config.feedback.scorer), threshold)[0]
+    return metrics["misalignment"], metrics["violation_rate"]
+
+
 def main():
     args = parse_args()
     from tfpref.evaluation.misalignment import SCORE_MAX_OF, MisalignmentSettings
@@ -142,6 +159,9 @@ def main():
                "score_max@25": metrics[f"{prefix}score_max@{SCORE_MAX_OF}"],
                "bits_per_byte": metrics["bits_per_byte"], "kl_to_reference": metrics.get("kl_to_reference"),
                "blank_rate": metrics[prefix + "blank_rate"], "sample_bytes": metrics[prefix + "sample_bytes"]}
+        if objective == "conditional":
+            row["misaligned_mean_score"], row["misaligned_above_threshold"] = asked_misaligned(
+                config.model_dir, args, row["threshold"])
         rows.append(row)
         emit(row)
     mle = next((r for r in rows if r["objective"] == "mle"), None)
