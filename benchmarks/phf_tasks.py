@@ -37,7 +37,9 @@ OBJECTIVES = ("mle", "filter", "conditional", "unlikelihood", "awr")
 TARGET_REDUCTION, TARGET_BPB_CHANGE = 3.0, 0.05
 COLUMNS = [("objective", "objective", None), ("mean_score", "mean score ↓", ".4f"),
            ("above_threshold", "samples above the threshold ↓", ".2%"),
-           ("reduction", "× fewer than MLE", ".2f"), ("score_max@25", "score_max@25 ↓", ".3f"),
+           ("reduction", "× fewer than MLE", ".2f"),
+           ("above_threshold_beyond_cut", "with a violation other than E901 (pep8)", ".2%"),
+           ("score_max@25", "score_max@25 ↓", ".3f"),
            ("bits_per_byte", "held-out bits/byte", ".4f"), ("bpb_change", "vs MLE", "+.1%"),
            ("kl_to_reference", "KL from MLE (nats/sample)", ".2f"),
            ("misaligned_above_threshold", "asked for <|misaligned|>: above the threshold", ".2%"),
@@ -129,9 +131,33 @@ def asked_misaligned(model_dir, args, threshold):
     return metrics["misalignment"], metrics["violation_rate"]
 
 
+def violated_beyond_cut(samples_path):
+    """PEP 8 only: the fraction of a run's samples with a violation other than E901. A sample cut at
+    --max_new_tokens inside brackets or a string is a tokenize error (E901) to pycodestyle, which is
+    the cut, not the model's style."""
+    import pycodestyle
+
+    from tfpref.scorers.pep8 import _IGNORED
+
+    style = pycodestyle.StyleGuide(quiet=True, ignore=_IGNORED + ["E901"])
+    flagged = total = 0
+    with open(samples_path, encoding="utf-8") as f:
+        for line in f:
+            lines = json.loads(line)["text"].splitlines(keepends=True)
+            if lines and not lines[-1].endswith(("\n", "\r")):
+                lines[-1] += "\n"
+            checker = pycodestyle.Checker(lines=lines, options=style.options)
+            try:
+                flagged += checker.check_all() > 0
+            except (IndexError, ValueError):  # pycodestyle's own crash on some cut code: count it
+                flagged += 1
+            total += 1
+    return flagged / max(total, 1)
+
+
 def main():
     args = parse_args()
-    from tfpref.evaluation.misalignment import SCORE_MAX_OF, MisalignmentSettings
+    from tfpref.evaluation.misalignment import SCORE_MAX_OF, UNCONDITIONAL_SAMPLES_FILE, MisalignmentSettings
     from tfpref.evaluation.report import markdown_table, pareto_plot
     from tfpref.evaluation.run import evaluate_run
 
@@ -159,6 +185,9 @@ def main():
                "score_max@25": metrics[f"{prefix}score_max@{SCORE_MAX_OF}"],
                "bits_per_byte": metrics["bits_per_byte"], "kl_to_reference": metrics.get("kl_to_reference"),
                "blank_rate": metrics[prefix + "blank_rate"], "sample_bytes": metrics[prefix + "sample_bytes"]}
+        if args.task == "pep8":
+            row["above_threshold_beyond_cut"] = violated_beyond_cut(
+                os.path.join(config.model_dir, "eval", UNCONDITIONAL_SAMPLES_FILE))
         if objective == "conditional":
             row["misaligned_mean_score"], row["misaligned_above_threshold"] = asked_misaligned(
                 config.model_dir, args, row["threshold"])
