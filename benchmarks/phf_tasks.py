@@ -209,7 +209,7 @@ def main():
                        meets_target=(conditional["reduction"] >= TARGET_REDUCTION
                                      and conditional["bpb_change"] <= TARGET_BPB_CHANGE))
     emit(summary)
-    table = markdown_table(rows, COLUMNS)
+    table = markdown_table(rows, [column for column in COLUMNS if any(column[0] in row for row in rows)])
     source = (f"the training lines' {100 - args.threshold_percentile:g}th percentile" if args.threshold_percentile
               else "the scorer's default")
     title = (f"{args.task}: {args.tokenizer} tokens, d_model {args.d_model} x {args.num_layers} layers, "
