@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from helpers import run_cli_in_process, scalar_events, tiny_config, write_tiny_corpus
 from keras_hub_presets import preset_backbone, save_tiny_gpt2_preset
+from test_feedback_data import write_pep8_corpus
 from tfpref.cli import evaluate_main, train_main
 from tfpref.config import AlignConfig, ModelConfig
 from tfpref.data.prompts import encode_prompts
@@ -245,6 +246,8 @@ def test_scored_segments_are_tokenized_by_the_preset(tmp_path, preset, corpus):
 @pytest.mark.parametrize("objective", ["filter", "unlikelihood", "rwr", "awr"])
 def test_feedback_objectives_train_on_a_preset(tmp_path, preset, corpus, objective):
     extra = {"filter_percentile": 50.0} if objective == "filter" else {}
+    if objective == "unlikelihood":  # lines with and without violations: it refuses data with one kind only
+        corpus = write_pep8_corpus(tmp_path)
     config = tiny_config(tmp_path / objective, corpus, model="keras_hub", preset=preset, objective=objective,
                          lora_rank=2 if objective == "awr" else 0, train_steps=3, learning_rate=1e-2, **extra)
     result = train(config, show_progress=False)
