@@ -55,19 +55,19 @@ def run_config(args, tokenizer, steps, name):
 def seconds_per_step(args, tokenizer):
     """(seconds per step, seconds to train the vocabulary) from two short runs of the same model: the
     difference of their times cancels what does not grow with steps (loading, tracing)."""
-    times = []
-    for steps in (CALIBRATION_STEPS // 4, CALIBRATION_STEPS):
-        config = run_config(args, tokenizer, steps, f"calibrate-{tokenizer}-{steps}")
-        shutil.rmtree(config.model_dir, ignore_errors=True)
-        times.append(train_once(config)[1])
     vocabulary = 0.0
-    if tokenizer != "byte":
+    if tokenizer != "byte":  # first: later runs of this process reuse the trained vocabulary
         from tfpref.data.tokenizers import tokenizer_for
 
         config = run_config(args, tokenizer, 1, f"vocabulary-{tokenizer}")
         began = time.perf_counter()
         tokenizer_for(config)
         vocabulary = time.perf_counter() - began
+    times = []
+    for steps in (CALIBRATION_STEPS // 4, CALIBRATION_STEPS):
+        config = run_config(args, tokenizer, steps, f"calibrate-{tokenizer}-{steps}")
+        shutil.rmtree(config.model_dir, ignore_errors=True)
+        times.append(train_once(config)[1])
     return (times[1] - times[0]) / (CALIBRATION_STEPS - CALIBRATION_STEPS // 4), vocabulary
 
 
